@@ -1,0 +1,58 @@
+"""workhorse: background jobs with handlers, middleware and HTTP-style statuses.
+
+    import workhorse as wh
+
+    app = wh.App()
+
+    @app.handler("send_email", retries=5)
+    async def send_email(job: wh.Job) -> dict:
+        ...
+"""
+
+from workhorse import middleware as middleware
+from workhorse.app import App as App
+from workhorse.backoff import constant as constant
+from workhorse.backoff import exponential as exponential
+from workhorse.concurrent import ConcurrentJob as ConcurrentJob
+from workhorse.context import Context as Context
+from workhorse.errors import ArgumentError as ArgumentError
+from workhorse.errors import ConfigurationError as ConfigurationError
+from workhorse.errors import JobError as JobError
+from workhorse.errors import JobNotFound as JobNotFound
+from workhorse.errors import QueueFull as QueueFull
+from workhorse.errors import SerializationError as SerializationError
+from workhorse.errors import StoreError as StoreError
+from workhorse.errors import UnknownHandlerError as UnknownHandlerError
+from workhorse.errors import WorkhorseError as WorkhorseError
+from workhorse.job import Job as Job
+from workhorse.local import LocalWorker as LocalWorker
+from workhorse.status import Outcome as Outcome
+from workhorse.status import Status as Status
+from workhorse.types import Adapter as Adapter
+from workhorse.types import Handler as Handler
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adapter",
+    "App",
+    "ArgumentError",
+    "ConcurrentJob",
+    "ConfigurationError",
+    "Context",
+    "Handler",
+    "Job",
+    "JobError",
+    "JobNotFound",
+    "LocalWorker",
+    "Outcome",
+    "QueueFull",
+    "SerializationError",
+    "Status",
+    "StoreError",
+    "UnknownHandlerError",
+    "WorkhorseError",
+    "constant",
+    "exponential",
+    "middleware",
+]

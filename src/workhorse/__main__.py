@@ -1,0 +1,5 @@
+"""``python -m workhorse`` runs the CLI."""
+
+from workhorse.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The handler chain: turn a user's function into a Handler and wrap it in adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import traceback
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from typing import Any
+
+from workhorse.errors import JobError
+from workhorse.job import Job
+from workhorse.status import Status
+from workhorse.typed_args import convert_args
+from workhorse.types import Adapter, Handler, HandlerFunc
+
+
+def is_async_callable(fn: Any) -> bool:
+    """True if calling ``fn`` returns an awaitable coroutine."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
+
+
+def endpoint(fn: HandlerFunc, *, executor: Executor | None = None,
+             args_type: type[Any] | None = None) -> Handler:
+    """The innermost Handler: converts typed args, calls ``fn``, records its result.
+
+    Sync functions run in ``executor`` (the worker's thread pool), so they never block
+    the event loop; contextvars are carried into the thread.
+    """
+    run_async = is_async_callable(fn)
+
+    async def call(job: Job[Any]) -> Any:
+        if args_type is not None:
+            job.args = convert_args(job.args, args_type)
+        if run_async:
+            result = await fn(job)
+        else:
+            loop = asyncio.get_running_loop()
+            ctx = contextvars.copy_context()
+            result = await loop.run_in_executor(executor, ctx.run, fn, job)
+        if job.ctx.status is Status.UNKNOWN:
+            job.ctx.status = Status.SUCCESS
+        job.result = result
+        return result
+
+    return call
+
+
+def compose(adapters: Iterable[Adapter], handler: Handler) -> Handler:
+    """Wrap ``handler`` so the first adapter given is the outermost one."""
+    for adapter in reversed(list(adapters)):
+        handler = adapter(handler)
+    return handler
+
+
+def status_for_exception(exc: BaseException) -> Status:
+    """The status a run ends with when ``exc`` escapes the handler."""
+    if isinstance(exc, JobError):
+        return exc.status
+    if isinstance(exc, TimeoutError):
+        return Status.TIMEOUT
+    if isinstance(exc, asyncio.CancelledError):
+        return Status.CANCELLED
+    return Status.INTERNAL_ERROR
+
+
+def record_failure(job: Job[Any], exc: BaseException) -> None:
+    """Put the status, message and traceback of ``exc`` on the job and its context."""
+    status = status_for_exception(exc)
+    job.ctx.status = status
+    if isinstance(exc, JobError):
+        job.error = exc.message
+    else:
+        job.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not isinstance(exc, JobError) or exc.__cause__ is not None:
+        job.traceback = "".join(traceback.format_exception(exc))
