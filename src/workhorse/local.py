@@ -178,7 +178,7 @@ class LocalWorker:
                                         f"receive:{job.name}:{run.id}")
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-                task.add_done_callback(lambda _, done=done: done())
+                task.add_done_callback(_call_when_done(done))
             if pending:
                 await asyncio.wait(pending)
 
@@ -199,6 +199,10 @@ class LocalWorker:
             return await self._runner.run(job)
         finally:
             self._slots.release()
+
+
+def _call_when_done(callback: Callable[[], None]) -> Callable[[asyncio.Task[Any]], None]:
+    return lambda _task: callback()
 
 
 def _nothing() -> None:

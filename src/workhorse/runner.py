@@ -95,9 +95,11 @@ class Runner:
 
         # Shut down from a short-lived thread of our own: waiting on the loop would block it,
         # and asyncio.to_thread would leave a default-executor thread behind.
-        threading.Thread(target=shutdown, name=f"{self._thread_name}-shutdown").start()
+        closer = threading.Thread(target=shutdown, name=f"{self._thread_name}-shutdown")
+        closer.start()
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except TimeoutError:
             return False
+        closer.join()  # it has finished its work; this only waits for the thread to exit
         return True
