@@ -1,0 +1,299 @@
+"""The Backend protocol: a store that keeps jobs and moves them between states atomically.
+
+A backend holds no policy. The runtime decides *what* should happen (which queues to try
+first, when to retry, whether a job is dead, the limits of each handler) and calls these
+verbs; the backend makes each move atomic and durable, and fences stale owners with the
+attempt token handed out by ``claim``.
+
+States: SCHEDULED -> READY -> RUNNING -> SUCCEEDED | RETRYING (scheduled again) | DEAD |
+CANCELLED. A job leaves RUNNING only by ``ack``, ``retry``, ``bury``, ``release`` or
+``reap`` (lease expired), never by a crash between two calls.
+
+Times are epoch seconds from the store's clock where it has one (``now()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+
+class State(enum.StrEnum):
+    """Where a job is in its life."""
+
+    #: Waiting for its ``run_at`` time (delayed or scheduled).
+    SCHEDULED = "scheduled"
+    #: Due; waiting for a worker.
+    READY = "ready"
+    #: Leased to a worker and running.
+    RUNNING = "running"
+    #: Failed with a retryable status; waiting for its next attempt's ``run_at``.
+    RETRYING = "retrying"
+    #: Finished with a 2xx or 444 status.
+    SUCCEEDED = "succeeded"
+    #: Failed for good: a 4xx status, or retries exhausted.
+    DEAD = "dead"
+    #: Cancelled by a user (status 499).
+    CANCELLED = "cancelled"
+
+    @property
+    def live(self) -> bool:
+        """True while the job may still run."""
+        return self in LIVE_STATES
+
+    @property
+    def finished(self) -> bool:
+        """True once the job will not run again (unless a user retries it)."""
+        return not self.live
+
+
+LIVE_STATES = frozenset({State.SCHEDULED, State.READY, State.RUNNING, State.RETRYING})
+FINISHED_STATES = frozenset({State.SUCCEEDED, State.DEAD, State.CANCELLED})
+#: States waiting on ``run_at``; ``claim`` moves them to READY once due.
+WAITING_STATES = frozenset({State.SCHEDULED, State.RETRYING})
+
+
+@dataclasses.dataclass
+class NewJob:
+    """A job to enqueue, with its args already encoded."""
+
+    id: str
+    name: str
+    queue: str
+    #: Args encoded as JSON (``codec.encode``).
+    payload: bytes
+    headers: dict[str, str]
+    priority: int
+    timeout: float | None
+    #: Due time; None means now. A due time in the future makes the job SCHEDULED.
+    run_at: float | None = None
+    #: At most one live job per unique key; a duplicate is not written.
+    unique_key: str | None = None
+    #: A repeat with the same key returns the first job, live or finished.
+    idempotency_key: str | None = None
+
+
+class EnqueueOutcome(enum.Enum):
+    """What ``enqueue`` did with one NewJob."""
+
+    CREATED = "created"
+    #: Not written: a live job holds the same unique key (its id is returned).
+    DUPLICATE = "duplicate"
+    #: Not written: the idempotency key was used before (the first job's id is returned).
+    EXISTING = "existing"
+
+
+@dataclasses.dataclass(frozen=True)
+class Enqueued:
+    """The result of enqueueing one job."""
+
+    id: str
+    outcome: EnqueueOutcome
+    state: State
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Store-wide limits of one handler, enforced atomically by ``claim``."""
+
+    #: At most this many RUNNING jobs of the handler across every process.
+    max_concurrency: int | None = None
+    #: Token bucket shared by every process: ``rate`` tokens per second, at most ``burst``.
+    rate: float | None = None
+    burst: int = 1
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """A job as stored."""
+
+    id: str
+    name: str
+    queue: str
+    payload: bytes
+    headers: dict[str, str]
+    priority: int
+    timeout: float | None
+    state: State
+    #: Number of claims so far (the attempt now running, when RUNNING).
+    attempt: int
+    run_at: float
+    enqueued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Worker id holding the lease, its expiry, and the token fencing this attempt.
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    token: str | None = None
+    #: Status code of the latest finished attempt.
+    status: int | None = None
+    #: The handler's result encoded as JSON, once SUCCEEDED.
+    result: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    checkin: str | None = None
+    checkin_at: float | None = None
+    unique_key: str | None = None
+    idempotency_key: str | None = None
+    #: A user asked to cancel this RUNNING job; its worker learns it at its next heartbeat.
+    cancel_requested: bool = False
+
+
+@dataclasses.dataclass
+class WorkerInfo:
+    """A worker process as its heartbeats describe it."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: list[str]
+    started_at: float
+    last_beat: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HeartbeatReply:
+    """What a worker learns from a heartbeat about the jobs it runs."""
+
+    #: Jobs a user asked to cancel.
+    cancel: frozenset[str]
+    #: Jobs whose lease this worker no longer holds (reaped or finished elsewhere).
+    lost: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """Counts of one queue by state, and the age of its oldest READY job."""
+
+    name: str
+    counts: Mapping[State, int]
+    paused: bool
+    #: Seconds the oldest READY job has waited; 0 when none is ready.
+    latency: float
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A durable (or in-process) job store. Every method is one atomic move."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+
+    async def close(self) -> None:
+        """Release connections and threads; idempotent."""
+
+    async def now(self) -> float:
+        """The store's clock, epoch seconds."""
+
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None
+    ) -> list[Enqueued]:
+        """Write ``jobs`` in one atomic step; one Enqueued per job, in order.
+
+        Unique and idempotency keys are checked against the store and against earlier
+        jobs of the same batch. If a queue in ``max_sizes`` would hold more live jobs than
+        its limit, raises QueueFull and writes nothing.
+        """
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> list[JobRecord]:
+        """Lease up to ``limit`` due jobs to ``worker_id`` and return them RUNNING.
+
+        Atomically: due SCHEDULED/RETRYING jobs of ``queues`` become READY; then queues are
+        tried in the order given (paused ones skipped), and within a queue higher priority
+        first, then oldest first. A job is skipped while its handler is at its
+        ``max_concurrency`` or out of rate tokens. Each claimed job gets ``attempt += 1``,
+        a new token, ``started_at`` and a lease until now + ``lease``.
+        """
+
+    async def ack(
+        self, job_id: str, token: str, *, state: State, status: int, result: bytes | None = None
+    ) -> bool:
+        """Finish a RUNNING job as SUCCEEDED or CANCELLED with its status and result.
+
+        False (and nothing changes) if the job is not RUNNING under ``token``.
+        """
+
+    async def retry(
+        self, job_id: str, token: str, *, run_at: float, status: int,
+        error: str | None, traceback: str | None,
+    ) -> bool:
+        """Move a RUNNING job to RETRYING, due at ``run_at``; False if ``token`` is stale."""
+
+    async def bury(
+        self, job_id: str, token: str, *, status: int, error: str | None,
+        traceback: str | None, keep: bool = True,
+    ) -> bool:
+        """Move a RUNNING job to DEAD (or delete it if not ``keep``); False if stale."""
+
+    async def release(self, job_id: str, token: str) -> bool:
+        """Give a RUNNING job back as READY, its attempt not counted; False if stale."""
+
+    async def cancel(self, job_id: str) -> State | None:
+        """Cancel a job: SCHEDULED/READY/RETRYING become CANCELLED (status 499) at once;
+        RUNNING is flagged ``cancel_requested`` and stays RUNNING until its worker acks.
+        Returns the job's state afterwards, or None if there is no such job."""
+
+    async def cancel_all(self, *, queue: str | None = None, name: str | None = None) -> int:
+        """``cancel`` every live job matching ``queue`` and ``name``; returns how many."""
+
+    async def heartbeat(
+        self, worker: WorkerInfo, job_ids: Sequence[str], lease: float
+    ) -> HeartbeatReply:
+        """Record the worker's beat and extend the leases it holds on ``job_ids``."""
+
+    async def checkin(self, job_id: str, token: str, message: str) -> bool:
+        """Store a progress message on a RUNNING job; False if ``token`` is stale."""
+
+    async def unregister(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+
+    async def reap(self, worker_ttl: float) -> int:
+        """Make RUNNING jobs READY again whose lease expired or whose worker has not beaten
+        for ``worker_ttl`` seconds, and forget such workers. Returns the jobs requeued."""
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job with ``job_id``, or None."""
+
+    async def list_jobs(
+        self, *, state: State | None = None, queue: str | None = None,
+        name: str | None = None, limit: int = 100, offset: int = 0,
+    ) -> list[JobRecord]:
+        """Jobs matching the filters, oldest first."""
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Counts per queue and state, for every queue that has jobs or is paused."""
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers that have beaten and not been forgotten."""
+
+    async def pause(self, queue: str) -> None:
+        """Stop ``claim`` from taking jobs of ``queue``."""
+
+    async def resume(self, queue: str) -> None:
+        """Let ``claim`` take jobs of ``queue`` again."""
+
+    async def paused(self) -> set[str]:
+        """The paused queues."""
+
+    async def prune(self, *, finished_before: float | None = None,
+                    keep: int | None = None) -> int:
+        """Delete finished jobs that ended before ``finished_before``, and beyond the
+        ``keep`` most recent; live jobs are never touched. Returns how many."""
+
+    async def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
+        """The job once finished, or None if it is still live after ``timeout`` seconds."""
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when work may have become ready in ``queues``, or after ``timeout``."""
