@@ -11,6 +11,7 @@
 
 from workhorse import middleware as middleware
 from workhorse.app import App as App
+from workhorse.backends.base import State as State
 from workhorse.backoff import constant as constant
 from workhorse.backoff import exponential as exponential
 from workhorse.concurrent import ConcurrentJob as ConcurrentJob
@@ -18,6 +19,7 @@ from workhorse.context import Context as Context
 from workhorse.errors import ArgumentError as ArgumentError
 from workhorse.errors import ConfigurationError as ConfigurationError
 from workhorse.errors import JobError as JobError
+from workhorse.errors import JobFailed as JobFailed
 from workhorse.errors import JobNotFound as JobNotFound
 from workhorse.errors import QueueFull as QueueFull
 from workhorse.errors import SerializationError as SerializationError
@@ -26,10 +28,14 @@ from workhorse.errors import UnknownHandlerError as UnknownHandlerError
 from workhorse.errors import WorkhorseError as WorkhorseError
 from workhorse.job import Job as Job
 from workhorse.local import LocalWorker as LocalWorker
+from workhorse.producer import EnqueueRequest as EnqueueRequest
+from workhorse.ref import JobRef as JobRef
+from workhorse.schedule import Schedule as Schedule
 from workhorse.status import Outcome as Outcome
 from workhorse.status import Status as Status
 from workhorse.types import Adapter as Adapter
 from workhorse.types import Handler as Handler
+from workhorse.worker import Worker as Worker
 
 __version__ = "0.1.0"
 
@@ -40,17 +46,23 @@ __all__ = [
     "ConcurrentJob",
     "ConfigurationError",
     "Context",
+    "EnqueueRequest",
     "Handler",
     "Job",
     "JobError",
+    "JobFailed",
     "JobNotFound",
+    "JobRef",
     "LocalWorker",
     "Outcome",
     "QueueFull",
+    "Schedule",
     "SerializationError",
+    "State",
     "Status",
     "StoreError",
     "UnknownHandlerError",
+    "Worker",
     "WorkhorseError",
     "constant",
     "exponential",

@@ -1,21 +1,41 @@
-"""The App: the handler registry, the middleware and (with a store) the producer."""
+"""The App: the handler registry, the middleware and the producer/control API."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
-from collections.abc import Callable
-from typing import TypeVar
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
+from workhorse.backends import create_backend
+from workhorse.backends.base import Backend, EnqueueOutcome, State
+from workhorse.errors import QueueFull
+from workhorse.job import DEFAULT_QUEUE, Job
 from workhorse.options import HandlerOptionsDict
+from workhorse.producer import EnqueueRequest, build_new_job
+from workhorse.ref import JobRef
 from workhorse.registry import Registration, Registry
+from workhorse.schedule import Schedule
 from workhorse.types import Adapter, HandlerFunc
 
 F = TypeVar("F", bound=HandlerFunc)
+T = TypeVar("T")
 
 #: Used when neither a URL nor $WORKHORSE_URL is given.
 DEFAULT_URL = "sqlite:///workhorse.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How long finished jobs are kept: ``ttl`` seconds, at most ``max_entries`` of them."""
+
+    ttl: float | None = 7 * 86400
+    max_entries: int | None = 100_000
 
 
 class App:
@@ -32,6 +52,13 @@ class App:
         self._adapters: list[Adapter] = []
         #: Bumped on every change to handlers or middleware, so cached chains are rebuilt.
         self.generation = 0
+        self.schedules: list[Schedule] = []
+        self.max_sizes: dict[str, int] = {}
+        self.retention_policy = Retention()
+        self._backend: Backend | None = None
+        self._opened = False
+
+    # -- handlers and middleware -------------------------------------------------------------
 
     @property
     def adapters(self) -> tuple[Adapter, ...]:
@@ -51,6 +78,11 @@ class App:
         """Register ``fn`` as the handler for jobs named ``name`` (options as for ``handler``)."""
         registration = self.registry.register(name, fn, dict(options))
         self.generation += 1
+        self.schedules = [s for s in self.schedules if s.name != name or s.args is not None]
+        if registration.options.cron is not None:
+            self.schedules.append(Schedule(name, cron=registration.options.cron))
+        if registration.options.every is not None:
+            self.schedules.append(Schedule(name, interval=registration.options.every))
         return registration
 
     def handler(self, name: str | None = None,
@@ -69,5 +101,177 @@ class App:
 
         return decorate
 
+    # -- configuration ------------------------------------------------------------------------
+
+    def cron(self, expression: str, name: str, args: Any = None, *,
+             queue: str | None = None) -> Schedule:
+        """Enqueue ``name`` on every tick of a 6-field cron (sec min hour dom mon dow, UTC),
+        once per tick however many workers run."""
+        schedule = Schedule(name, cron=expression, args=args, queue=queue)
+        self.schedules.append(schedule)
+        return schedule
+
+    def every(self, seconds: float, name: str, args: Any = None, *,
+              queue: str | None = None) -> Schedule:
+        """Enqueue ``name`` every ``seconds`` (ticks on multiples of it since the epoch),
+        once per tick however many workers run."""
+        schedule = Schedule(name, interval=seconds, args=args, queue=queue)
+        self.schedules.append(schedule)
+        return schedule
+
+    def queue(self, name: str, *, max_size: int | None = None) -> None:
+        """Configure a queue: ``max_size`` bounds its live jobs (enqueue raises QueueFull)."""
+        if max_size is None:
+            self.max_sizes.pop(name, None)
+        elif max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        else:
+            self.max_sizes[name] = max_size
+
+    def retention(self, ttl: float | None = 7 * 86400,
+                  max_entries: int | None = 100_000) -> None:
+        """Keep finished jobs ``ttl`` seconds and at most ``max_entries``; workers prune the
+        rest. Live jobs are never pruned."""
+        self.retention_policy = Retention(ttl=ttl, max_entries=max_entries)
+
+    # -- the store ----------------------------------------------------------------------------
+
+    async def backend(self) -> Backend:
+        """The store, opened on first use."""
+        if self._backend is None:
+            self._backend = create_backend(self.url)
+        if not self._opened:
+            await self._backend.open()
+            self._opened = True
+        return self._backend
+
+    async def close(self) -> None:
+        """Close the store's connections and threads."""
+        backend, self._backend = self._backend, None
+        self._opened = False
+        if backend is not None:
+            await backend.close()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    async def enqueue(
+        self, name: str, args: Any = None, *, queue: str | None = None,
+        delay: float | None = None, at: datetime | float | None = None,
+        priority: int | None = None, timeout: float | None = None,
+        headers: Mapping[str, str] | None = None, unique: bool | None = None,
+        unique_key: str | None = None, idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> JobRef | None:
+        """Enqueue a job; returns its ref, or None if it is a duplicate of a live unique job.
+
+        ``delay`` (seconds) or ``at`` (datetime or epoch seconds) schedule it. ``unique`` (or
+        an explicit ``unique_key``) allows one live job per name and args; a repeated
+        ``idempotency_key`` returns the first job's ref. Args that do not serialize raise
+        SerializationError and nothing is written. If the queue is at its ``max_size``,
+        raises QueueFull, or with ``wait`` retries for up to that many seconds first.
+        """
+        request = EnqueueRequest(name, args, queue=queue, delay=delay, at=at, priority=priority,
+                                 timeout=timeout, headers=headers, unique=unique,
+                                 unique_key=unique_key, idempotency_key=idempotency_key)
+        (ref,) = await self.enqueue_many([request], wait=wait)
+        return ref
+
+    async def enqueue_many(
+        self, jobs: Iterable[EnqueueRequest | Job[Any] | Mapping[str, Any]], *,
+        wait: float | None = None,
+    ) -> list[JobRef | None]:
+        """Enqueue several jobs in one round trip and one atomic step; refs in order."""
+        new_jobs = [build_new_job(_as_request(job), self.registry) for job in jobs]
+        backend = await self.backend()
+        sizes = {q: n for q, n in self.max_sizes.items() if any(j.queue == q for j in new_jobs)}
+        deadline = time.monotonic() + (wait or 0.0)
+        pause = 0.01
+        while True:
+            try:
+                results = await backend.enqueue(new_jobs, max_sizes=sizes or None)
+                break
+            except QueueFull:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+        return [None if r.outcome is EnqueueOutcome.DUPLICATE else JobRef(self, r.id)
+                for r in results]
+
+    def enqueue_sync(self, name: str, args: Any = None, **options: Any) -> JobRef | None:
+        """``enqueue`` for sync callers (Django, Flask, scripts): same arguments."""
+        return self._run_sync(self.enqueue(name, args, **options))
+
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        coro.close()
+        raise RuntimeError("called from a running event loop: await the async method instead")
+
+    def ref(self, job_id: str) -> JobRef:
+        """A ref to an existing job by id."""
+        return JobRef(self, job_id)
+
+    # -- control ------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> State | None:
+        """Cancel a job: a queued one is removed (CANCELLED, 499) at once; a running one is
+        cancelled in its worker at the next heartbeat. Returns the state, None if unknown."""
+        return await (await self.backend()).cancel(job_id)
+
+    async def cancel_all(self, *, queue: str | None = None, name: str | None = None) -> int:
+        """Cancel every live job of ``queue`` and/or handler ``name``; returns how many."""
+        return await (await self.backend()).cancel_all(queue=queue, name=name)
+
+    async def pause(self, queue: str) -> None:
+        """Stop workers from fetching ``queue`` (running jobs finish)."""
+        await (await self.backend()).pause(queue)
+
+    async def resume(self, queue: str) -> None:
+        """Let workers fetch ``queue`` again."""
+        await (await self.backend()).resume(queue)
+
+    async def paused(self) -> set[str]:
+        """The paused queues."""
+        return await (await self.backend()).paused()
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no job is ready or running (scheduled ones may remain); False on
+        timeout."""
+        backend = await self.backend()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            stats = await backend.queue_stats()
+            if not any(s.counts.get(State.READY, 0) or s.counts.get(State.RUNNING, 0)
+                       for s in stats):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            # Polling: "idle" spans every queue and process, and no store notifies it.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def prune(self) -> int:
+        """Apply the retention policy now; returns how many finished jobs were deleted."""
+        backend = await self.backend()
+        policy = self.retention_policy
+        before = None if policy.ttl is None else await backend.now() - policy.ttl
+        return await backend.prune(finished_before=before, keep=policy.max_entries)
+
     def __repr__(self) -> str:
         return f"App({self.url!r}, handlers={self.registry.names()})"
+
+
+def _as_request(job: EnqueueRequest | Job[Any] | Mapping[str, Any]) -> EnqueueRequest:
+    if isinstance(job, EnqueueRequest):
+        return job
+    if isinstance(job, Job):
+        # A Job's own defaults (queue "default", priority 0) defer to the handler's options.
+        return EnqueueRequest(job.name, job.args,
+                              queue=None if job.queue == DEFAULT_QUEUE else job.queue,
+                              at=job.run_at, priority=job.priority or None, timeout=job.timeout,
+                              headers=job.headers, job_id=job.id)
+    return EnqueueRequest(**job)

@@ -1,10 +1,50 @@
-"""The ``workhorse`` command line."""
+"""The ``workhorse`` command line: a thin layer over the public API."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import datetime
+from typing import Any
 
 import click
+
+from workhorse.app import App
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"30s"``, ``"250ms"``, ``"5m"``, ``"1h"``, ``"2d"`` or ``"12.5"``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m or 250ms")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (an App, or a function returning one)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not of the form module:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {spec!r}: {exc}") from exc
+    app = target() if callable(target) and not isinstance(target, App) else target
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{spec!r} is not a workhorse App")
+    return app
 
 
 @click.group()
@@ -14,10 +54,110 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--jobs", "count", default=60, show_default=True, help="Orders in the batch.")
-@click.option("-c", "--concurrency", default=8, show_default=True, help="Concurrent runs.")
-def demo(count: int, concurrency: int) -> None:
-    """Run a small shop's jobs through a middleware chain and show what happened."""
-    from workhorse.demo import run_demo
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("-c", "--concurrency", default=10, show_default=True, help="Jobs at once.")
+@click.option("--queues", default=None, help="Queues and weights, e.g. critical=10,default=1.")
+@click.option("-p", "--processes", default=1, show_default=True, help="Worker processes.")
+@click.option("--lease", default=None, type=float, help="Lease seconds (default 15).")
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
+           lease: float | None, log_level: str) -> None:
+    """Run a worker for MODULE:APP until SIGINT/SIGTERM (a second signal stops at once)."""
+    if processes > 1:
+        sys.exit(_run_processes(app_spec, processes))
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = load_app(app_spec)
+    from workhorse.worker import DEFAULT_LEASE, Worker
 
-    asyncio.run(run_demo(count=count, concurrency=concurrency))
+    async def serve() -> None:
+        runner = Worker(app, concurrency=concurrency, queues=queues,
+                        lease=lease or DEFAULT_LEASE)
+        click.echo(f"workhorse worker {runner.id}: {app.url}, queues {runner.queues}, "
+                   f"concurrency {concurrency}", err=True)
+        try:
+            await runner.run()
+        finally:
+            await app.close()
+
+    asyncio.run(serve())
+
+
+def _run_processes(app_spec: str, processes: int) -> int:
+    """Run ``processes`` single-process workers and pass signals on to them."""
+    args = [a for a in sys.argv[1:]]
+    for flag in ("-p", "--processes"):
+        while flag in args:
+            index = args.index(flag)
+            del args[index:index + 2]
+    args = [a for a in args if not a.startswith("--processes=")]
+    children = [subprocess.Popen([sys.executable, "-m", "workhorse", *args])
+                for _ in range(processes)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return max(child.wait() for child in children)
+
+
+@main.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("name")
+@click.option("--args", "args_json", default="{}", show_default=True, help="Args as JSON.")
+@click.option("--in", "delay", default=None, help="Run after a delay, e.g. 30s or 5m.")
+@click.option("--at", "at", default=None, help="Run at an ISO 8601 time or epoch seconds.")
+@click.option("--queue", default=None, help="Queue (default: the handler's).")
+@click.option("--priority", default=None, type=int)
+@click.option("--unique", is_flag=True, help="Skip if a live job has the same name and args.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def enqueue(app_spec: str, name: str, args_json: str, delay: str | None, at: str | None,
+            queue: str | None, priority: int | None, unique: bool, as_json: bool) -> None:
+    """Enqueue job NAME with --args JSON."""
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"--args is not valid JSON: {exc}") from exc
+    if delay is not None and at is not None:
+        raise click.UsageError("give --in or --at, not both")
+    when: float | None = None
+    if at is not None:
+        try:
+            when = float(at)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(at).timestamp()
+            except ValueError as exc:
+                raise click.BadParameter(f"--at {at!r} is not a time: {exc}") from exc
+    app = load_app(app_spec)
+
+    async def send() -> str | None:
+        try:
+            ref = await app.enqueue(name, args, queue=queue, priority=priority, at=when,
+                                    delay=parse_duration(delay) if delay else None,
+                                    unique=unique or None)
+            return ref.id if ref else None
+        finally:
+            await app.close()
+
+    job_id = asyncio.run(send())
+    if as_json:
+        click.echo(json.dumps({"id": job_id, "duplicate": job_id is None}))
+    else:
+        click.echo(job_id if job_id else "duplicate: a live job with the same name and args")
+
+
+@main.command()
+@click.option("--jobs", "count", default=200, show_default=True, help="Orders in the batch.")
+@click.option("-c", "--concurrency", default=8, show_default=True, help="Concurrent runs.")
+@click.option("--url", default=None, help="Store URL (default: sqlite:///workhorse-demo.db).")
+def demo(count: int, concurrency: int, url: str | None) -> None:
+    """Run a small shop on the embedded SQLite store and show what happened."""
+    from workhorse.demo import DEMO_URL, reset_demo_store, run_demo
+
+    if url is None:
+        reset_demo_store()
+    asyncio.run(run_demo(count=count, concurrency=concurrency, url=url or DEMO_URL))

@@ -1,12 +1,14 @@
-"""The demo: a small shop's jobs run through a middleware chain, in-process."""
+"""The demo: a small shop on the embedded SQLite store, run by a durable worker."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -15,10 +17,14 @@ from rich.table import Table
 
 from workhorse import middleware
 from workhorse.app import App
+from workhorse.backends.base import State
+from workhorse.backoff import constant
 from workhorse.errors import JobError
 from workhorse.job import Job
-from workhorse.local import LocalWorker
 from workhorse.status import Status
+from workhorse.worker import Worker
+
+DEMO_URL = "sqlite:///workhorse-demo.db"
 
 
 @dataclasses.dataclass
@@ -29,74 +35,107 @@ class Order:
     amount_cents: int
 
 
-def build_app() -> App:
-    """The demo shop: three handlers and the logging-free middleware chain."""
-    app = App("memory://")
-    app.use(middleware.timing(), middleware.recover())
+def build_app(url: str) -> App:
+    """The demo shop's handlers and middleware."""
+    app = App(url)
+    app.use(middleware.timing())
 
-    @app.handler("charge", timeout=2)
+    @app.handler("charge", timeout=5)
     async def charge(job: Job[Order]) -> dict[str, Any]:
-        await asyncio.sleep(random.uniform(0.005, 0.03))
+        await asyncio.sleep(random.uniform(0.001, 0.01))
         if job.args.amount_cents > 50_000:
             raise JobError(Status.FORBIDDEN, "amount over the card limit")
-        job.ctx.set("customer", job.args.order_id % 7)
         return {"charged": job.args.amount_cents}
 
-    @app.handler("send_receipt")
+    @app.handler("send_receipt", retries=3, backoff=constant(0.2))
     def send_receipt(job: Job[dict[str, Any]]) -> None:
-        time.sleep(random.uniform(0.005, 0.02))  # a blocking client, run in a thread
-        if job.args["order_id"] % 9 == 0:
-            job.ctx.status = Status.NO_RESPONSE  # no e-mail on file: nothing to do
+        time.sleep(0.002)  # a blocking mail client, run in a thread
+        if job.attempt <= 2:
+            raise JobError(Status.UNAVAILABLE, "mail server busy")  # fails twice, then works
 
-    @app.handler("sync_inventory", timeout=0.05)
+    @app.handler("sync_inventory", retries=2, backoff=constant(0.2))
     async def sync_inventory(job: Job[dict[str, Any]]) -> None:
-        await asyncio.sleep(0.2 if job.args["slow"] else 0.01)
+        raise RuntimeError("warehouse API is down")  # always fails: dead after the retries
+
+    @app.handler("nightly_report")
+    async def nightly_report(job: Job[dict[str, Any]]) -> str:
+        return "report sent"
+
+    @app.handler("refresh_prices", cron="*/2 * * * * *")  # every 2 seconds
+    async def refresh_prices(job: Job[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.001)
 
     return app
 
 
-def demo_jobs(count: int) -> list[Job[Any]]:
-    """A batch of orders, receipts and inventory syncs, a few of which fail on purpose."""
-    jobs: list[Job[Any]] = []
-    for order_id in range(1, count + 1):
-        amount = 90_000 if order_id % 13 == 0 else random.randint(500, 20_000)
-        jobs.append(Job("charge", args={"order_id": order_id, "amount_cents": amount}))
-        jobs.append(Job("send_receipt", args={"order_id": order_id}))
-    jobs.append(Job("charge", args={"order_id": "not a number", "amount_cents": 1}))
-    jobs.extend(Job("sync_inventory", args={"slow": i == 0}) for i in range(5))
-    return jobs
+def reset_demo_store() -> None:
+    """Delete the demo's SQLite file from an earlier run, so each demo starts empty."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"workhorse-demo.db{suffix}").unlink(missing_ok=True)
 
 
-async def run_demo(
-    count: int = 60, concurrency: int = 8, console: Console | None = None
-) -> Counter[Status]:
-    """Run the demo and print a table of what happened; returns the count per status."""
+async def run_demo(count: int = 200, concurrency: int = 8, url: str | None = None,
+                   console: Console | None = None) -> dict[str, Counter[State]]:
+    """Enqueue a batch, run a worker until it is done, print a table; returns the counts."""
     console = console or Console()
-    app = build_app()
-    jobs = demo_jobs(count)
-    outcomes: Counter[tuple[str, Status]] = Counter()
+    url = url or DEMO_URL
+    app = build_app(url)
+    console.print(f"[bold]workhorse demo[/] on {url} (pid {os.getpid()})")
+    batch: list[Job[Any]] = [
+        Job("charge", args={"order_id": n, "amount_cents": 90_000 if n % 50 == 0 else 1999})
+        for n in range(1, count + 1)
+    ]
+    batch += [Job("send_receipt", args={"order_id": n}) for n in range(1, 6)]
+    batch.append(Job("sync_inventory", args={"sku": "A-1"}))
     started = time.perf_counter()
-    columns = (TextColumn("[bold]running jobs"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("jobs", total=len(jobs))
-        async with LocalWorker(app, concurrency=concurrency) as worker:
-            tasks = [await worker.perform(job) for job in jobs]
-            for finished in asyncio.as_completed(tasks):
-                job = await finished
-                outcomes[(job.name, job.status)] += 1
-                progress.advance(bar)
-    elapsed = time.perf_counter() - started
+    await app.enqueue_many(batch)
+    await app.enqueue("nightly_report", {"day": "today"}, delay=3)
+    expected = len(batch) + 1
+    cron_runs_wanted = 2
 
-    table = Table(title=f"{len(jobs)} jobs in {elapsed:.2f}s ({len(jobs) / elapsed:,.0f} jobs/s)")
-    table.add_column("handler")
-    table.add_column("status", justify="right")
-    table.add_column("meaning")
-    table.add_column("jobs", justify="right")
-    for (name, status), number in sorted(outcomes.items()):
-        table.add_row(name, str(int(status)), status.phrase, str(number))
+    worker = Worker(app, concurrency=concurrency, poll_interval=0.1)
+    await worker.start()
+    columns = (TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    backend = await app.backend()
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("jobs", total=expected + cron_runs_wanted)
+            deadline = time.monotonic() + 50
+            while time.monotonic() < deadline:
+                counts = await _counts(app)
+                finished = sum(c[s] for n, c in counts.items() if n != "refresh_prices"
+                               for s in (State.SUCCEEDED, State.DEAD))
+                cron_done = min(counts.get("refresh_prices", Counter())[State.SUCCEEDED],
+                                cron_runs_wanted)
+                progress.update(bar, completed=finished + cron_done)
+                if finished >= expected and cron_done >= cron_runs_wanted:
+                    break
+                await asyncio.sleep(0.1)  # a person watches; the worker does not wait on this
+    finally:
+        await worker.stop()
+    elapsed = time.perf_counter() - started
+    counts = await _counts(app)
+    retried = Counter(r.name for r in await backend.list_jobs(state=State.SUCCEEDED, limit=10**6)
+                      if r.attempt > 1)
+    await app.close()
+
+    table = Table(title=f"what happened ({worker.processed} runs in {elapsed:.1f}s, "
+                        f"{worker.processed / elapsed:,.0f} runs/s)")
+    for column in ("handler", "succeeded", "succeeded after retries", "dead", "still queued"):
+        table.add_column(column, justify="left" if column == "handler" else "right")
+    for name, c in sorted(counts.items()):
+        live = c[State.READY] + c[State.SCHEDULED] + c[State.RETRYING] + c[State.RUNNING]
+        table.add_row(name, str(c[State.SUCCEEDED]), str(retried[name]), str(c[State.DEAD]),
+                      str(live))
     console.print(table)
-    by_status: Counter[Status] = Counter()
-    for (_, status), number in outcomes.items():
-        by_status[status] += number
-    return by_status
+    return counts
+
+
+async def _counts(app: App) -> dict[str, Counter[State]]:
+    backend = await app.backend()
+    counts: dict[str, Counter[State]] = {}
+    for state in State:
+        for record in await backend.list_jobs(state=state, limit=10**6):
+            counts.setdefault(record.name, Counter())[state] += 1
+    return counts

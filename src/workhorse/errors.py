@@ -4,6 +4,7 @@
     ├── ConfigurationError      bad option, URL or schedule given at set-up time
     ├── SerializationError      args or a result that cannot be encoded
     ├── UnknownHandlerError     no handler registered under a name
+    ├── JobFailed               awaited a result of a job that ended dead or cancelled
     ├── JobError                raised by a handler to end a run with a status
     │   └── ArgumentError       args that do not match the handler's declared type (400)
     └── StoreError              the store failed or cannot be reached
@@ -67,6 +68,17 @@ class ArgumentError(JobError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message,))
+
+
+class JobFailed(WorkhorseError):
+    """The awaited job ended dead or cancelled instead of succeeding."""
+
+    def __init__(self, job_id: str, status: int, error: str | None) -> None:
+        self.job_id = job_id
+        self.status = Status.coerce(status)
+        self.error = error
+        reason = error or self.status.phrase
+        super().__init__(f"job {job_id} ended with {int(self.status)}: {reason}")
 
 
 class StoreError(WorkhorseError):

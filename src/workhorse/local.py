@@ -196,6 +196,7 @@ class LocalWorker:
         if not holding_slot:
             await self._slots.acquire()
         try:
+            job.attempt += 1
             return await self._runner.run(job)
         finally:
             self._slots.release()

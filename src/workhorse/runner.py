@@ -51,10 +51,11 @@ class Runner:
     async def run(self, job: Job[Any]) -> Job[Any]:
         """Run ``job`` once; its status, result or error are set on it when this returns.
 
+        The caller sets ``job.attempt`` (the durable store counts attempts itself).
+
         Never raises for a handler failure. Cancellation of the caller cancels the handler,
         marks the job CANCELLED and propagates.
         """
-        job.attempt += 1
         job.started_at = time.time()
         try:
             registration = self.app.registry.get(job.name)

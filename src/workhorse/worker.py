@@ -1,0 +1,370 @@
+"""The durable Worker: fetch jobs from the store, run them, and settle each run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from workhorse import codec
+from workhorse.app import App
+from workhorse.backends.base import Backend, JobRecord, Limits, State, WorkerInfo
+from workhorse.errors import SerializationError, StoreError
+from workhorse.job import Job, new_job_id
+from workhorse.options import HandlerOptions
+from workhorse.queues import parse_queues, weighted_order
+from workhorse.retry import Action, decide
+from workhorse.runner import Runner
+from workhorse.status import Status
+from workhorse.tasks import TaskSet
+
+log = logging.getLogger("workhorse.worker")
+T = TypeVar("T")
+
+#: Defaults: a killed worker's jobs run again within ``lease`` + ``reap_interval`` seconds.
+DEFAULT_LEASE = 15.0
+DEFAULT_REAP_INTERVAL = 5.0
+
+
+@dataclasses.dataclass
+class _Running:
+    record: JobRecord
+    task: asyncio.Task[None] | None = None
+    #: Why the run's task was cancelled: "user" (ack as cancelled), "lost" (lease lost:
+    #: do nothing) or "shutdown" (release the lease so the job runs again).
+    cancel_reason: str | None = None
+
+
+class Worker:
+    """Runs jobs from the store with up to ``concurrency`` at once.
+
+    ``queues`` maps queue names to weights (``{"critical": 10, "default": 1}``), or lists
+    them (weight 1 each); by default, every queue of the app's handlers. Leases last
+    ``lease`` seconds and are renewed every ``heartbeat`` seconds while handlers run.
+
+        worker = wh.Worker(app, concurrency=10, queues={"critical": 10, "default": 1})
+        await worker.run()          # until SIGINT/SIGTERM or stop()
+    """
+
+    def __init__(
+        self, app: App, *, concurrency: int = 10,
+        queues: Mapping[str, int] | Iterable[str] | str | None = None,
+        lease: float = DEFAULT_LEASE, heartbeat: float | None = None,
+        reap_interval: float = DEFAULT_REAP_INTERVAL, worker_ttl: float | None = None,
+        poll_interval: float = 1.0, grace: float = 30.0, schedules: bool = True,
+        prune_interval: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.app = app
+        self.concurrency = concurrency
+        default_queues = [r.options.queue for r in app.registry] or ["default"]
+        self.queues = parse_queues(queues, default_queues)
+        self.lease = lease
+        self.heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
+        self.reap_interval = reap_interval
+        self.worker_ttl = worker_ttl if worker_ttl is not None else 3 * self.heartbeat_interval
+        self.poll_interval = poll_interval
+        self.grace = grace
+        self.run_schedules = schedules
+        self.prune_interval = prune_interval
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[-8:]}"
+        self._info = WorkerInfo(id=self.id, host=socket.gethostname(), pid=os.getpid(),
+                                concurrency=concurrency, queues=list(self.queues),
+                                started_at=time.time())
+        self._runner = Runner(app, threads=concurrency, thread_name="workhorse-worker")
+        self._running: dict[str, _Running] = {}
+        self._runs = TaskSet("worker-run")
+        self._loops = TaskSet("worker")
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._backend: Backend | None = None
+        #: Jobs this worker has started and settled, for summaries.
+        self.processed = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, announce the worker and start fetching; returns at once."""
+        self._backend = await self.app.backend()
+        await self._backend.heartbeat(self._info, [], self.lease)
+        self._loops.spawn(self._fetch_loop(), "fetch")
+        self._loops.spawn(self._heartbeat_loop(), "heartbeat")
+        self._loops.spawn(self._reap_loop(), "reap")
+        if self.run_schedules and self.app.schedules:
+            self._loops.spawn(self._schedule_loop(), "schedule")
+        if self.prune_interval > 0:
+            self._loops.spawn(self._prune_loop(), "prune")
+
+    async def run(self) -> None:
+        """Start, then run until stopped; SIGINT/SIGTERM stop gracefully (a second signal
+        stops at once)."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal)
+                handled.append(sig)
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        graceful = not self._stopping
+        log.info("worker %s: %s stop requested", self.id, "graceful" if graceful else "immediate")
+        asyncio.get_running_loop().create_task(
+            self.stop(graceful=graceful), name="worker:stop")
+
+    async def stop(self, *, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop fetching; running jobs get ``timeout`` (default ``grace``) seconds to finish
+        if ``graceful``; the rest are cancelled and their leases released so they run again.
+        """
+        if self._stopping and graceful:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self._slot_freed.set()
+        if graceful:
+            await self._runs.wait(self.grace if timeout is None else timeout)
+        for running in list(self._running.values()):
+            self._cancel_run(running, "shutdown")
+        await self._runs.wait()
+        await self._loops.cancel()
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                await self._backend.unregister(self.id)
+        await self._runner.close(timeout=5.0)
+        self._stopped.set()
+
+    async def stop_now(self) -> None:
+        """Stop at once: cancel running jobs and release their leases."""
+        await self.stop(graceful=False)
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backend = self._store()
+        limits = self._limits()
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            order = weighted_order(self.queues)
+            records = await self._persist("claim", _claimer(
+                backend, self.id, order, free, self.lease, limits))
+            if self._stopping:
+                for record in records:  # claimed as we stopped: hand them straight back
+                    await self._persist("release", _releaser(backend, record))
+                return
+            for record in records:
+                running = _Running(record)
+                self._running[record.id] = running
+                running.task = self._runs.spawn(self._execute(running), f"job:{record.id}")
+            if not records:
+                await backend.wait_for_work(order, self.poll_interval)
+
+    async def _heartbeat_loop(self) -> None:
+        backend = self._store()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                reply = await backend.heartbeat(self._info, list(self._running), self.lease)
+            except Exception as exc:  # the store may be away; the next beat tries again
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for job_id in reply.cancel:
+                if job_id in self._running:
+                    self._cancel_run(self._running[job_id], "user")
+            for job_id in reply.lost:
+                if job_id in self._running:
+                    log.warning("lease of job %s was lost; abandoning its run", job_id)
+                    self._cancel_run(self._running[job_id], "lost")
+
+    async def _reap_loop(self) -> None:
+        backend = self._store()
+        while True:
+            try:
+                requeued = await backend.reap(self.worker_ttl)
+                if requeued:
+                    log.warning("requeued %d jobs of lost workers or expired leases", requeued)
+            except Exception as exc:
+                log.warning("reap failed: %s", exc)
+            await asyncio.sleep(self.reap_interval)
+
+    async def _schedule_loop(self) -> None:
+        backend = self._store()
+        enqueued: dict[str, float] = {}
+        while True:
+            try:
+                now = await backend.now()
+                for schedule in self.app.schedules:
+                    tick = schedule.next_tick(now)
+                    if enqueued.get(schedule.key) != tick:
+                        await self.app.enqueue(schedule.name, schedule.args, queue=schedule.queue,
+                                               at=tick, idempotency_key=schedule.tick_key(tick))
+                        enqueued[schedule.key] = tick
+                wake = min(enqueued.values(), default=now + 1.0)
+                await asyncio.sleep(min(1.0, max(0.01, wake - now)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scheduler failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.app.prune()
+            except Exception as exc:
+                log.warning("retention prune failed: %s", exc)
+            await asyncio.sleep(self.prune_interval)
+
+    # -- one job ----------------------------------------------------------------------------
+
+    async def _execute(self, running: _Running) -> None:
+        record = running.record
+        backend = self._store()
+        token = record.token or ""
+        try:
+            try:
+                job = job_from_record(record)
+            except Exception as exc:
+                reason = f"undecodable payload: {exc}"
+                await self._persist("bury", lambda: backend.bury(
+                    record.id, token, status=Status.BAD_REQUEST, error=reason, traceback=None))
+                return
+
+            async def checkin(_: Job[Any], message: str) -> None:
+                await backend.checkin(record.id, token, message)
+
+            job._checkin_sink = checkin
+            try:
+                await self._runner.run(job)
+            except asyncio.CancelledError:
+                why = running.cancel_reason
+                if why is None:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                await self._after_cancel(why, record, token)
+                return
+            await self._settle(job, token)
+        finally:
+            self._running.pop(record.id, None)
+            self.processed += 1
+            self._slot_freed.set()
+
+    async def _after_cancel(self, reason: str, record: JobRecord, token: str) -> None:
+        backend = self._store()
+        if reason == "user":
+            await self._persist("ack", lambda: backend.ack(
+                record.id, token, state=State.CANCELLED, status=Status.CANCELLED))
+        elif reason == "shutdown":
+            await self._persist("release", lambda: backend.release(record.id, token))
+
+    async def _settle(self, job: Job[Any], token: str) -> None:
+        backend = self._store()
+        options = self._options(job.name)
+        status = job.status
+        result: bytes | None = None
+        if status.outcome.name == "DONE":
+            try:
+                result = codec.encode(job.result, what="result")
+            except SerializationError as exc:
+                status, job.error, job.traceback = Status.INTERNAL_ERROR, str(exc), None
+        decision = decide(status, job.attempt, options)
+        if decision.action is Action.SUCCEED:
+            await self._persist("ack", lambda: backend.ack(
+                job.id, token, state=State.SUCCEEDED, status=status, result=result))
+        elif decision.action is Action.CANCEL:
+            await self._persist("ack", lambda: backend.ack(
+                job.id, token, state=State.CANCELLED, status=status))
+        elif decision.action is Action.RETRY:
+            run_at = await backend.now() + decision.delay
+            await self._persist("retry", lambda: backend.retry(
+                job.id, token, run_at=run_at, status=status, error=job.error,
+                traceback=job.traceback))
+        else:
+            await self._persist("bury", lambda: backend.bury(
+                job.id, token, status=status, error=job.error, traceback=job.traceback,
+                keep=decision.keep))
+
+    def _cancel_run(self, running: _Running, reason: str) -> None:
+        if running.cancel_reason is None and running.task is not None:
+            running.cancel_reason = reason
+            running.task.cancel()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _store(self) -> Backend:
+        assert self._backend is not None, "the worker is not started"
+        return self._backend
+
+    def _options(self, name: str) -> HandlerOptions:
+        if name in self.app.registry:
+            return self.app.registry.get(name).options
+        return HandlerOptions()
+
+    def _limits(self) -> dict[str, Limits]:
+        limits: dict[str, Limits] = {}
+        for registration in self.app.registry:
+            options = registration.options
+            if options.max_concurrency is None and options.rate_limit is None:
+                continue
+            rate = options.rate_limit
+            limits[registration.name] = Limits(
+                max_concurrency=options.max_concurrency,
+                rate=rate.per_second if rate else None,
+                burst=rate.burst if rate else 1)
+        return limits
+
+    async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a store call, retrying with capped backoff while the store is unavailable."""
+        pause = 0.05
+        while True:
+            try:
+                return await call()
+            except (StoreError, OSError) as exc:
+                log.warning("store unavailable during %s (%s); retrying in %.2fs",
+                            what, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+
+def job_from_record(record: JobRecord) -> Job[Any]:
+    """The Job a handler sees for a stored record; raises if the payload is undecodable."""
+    return Job(
+        name=record.name, args=codec.decode(record.payload), queue=record.queue,
+        headers=dict(record.headers), timeout=record.timeout, priority=record.priority,
+        attempt=record.attempt, id=record.id, enqueued_at=record.enqueued_at,
+        run_at=record.run_at,
+    )
+
+
+def _claimer(backend: Backend, worker_id: str, queues: list[str], limit: int, lease: float,
+             limits: dict[str, Limits]) -> Callable[[], Awaitable[list[JobRecord]]]:
+    return lambda: backend.claim(worker_id, queues, limit, lease, limits)
+
+
+def _releaser(backend: Backend, record: JobRecord) -> Callable[[], Awaitable[bool]]:
+    return lambda: backend.release(record.id, record.token or "")
