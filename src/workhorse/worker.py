@@ -160,6 +160,19 @@ class Worker:
     # -- loops ------------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
+        pause = 0.05
+        while not self._stopping:
+            try:
+                await self._fetch()
+                return
+            except Exception:
+                # A bug or an unexpected store error must not leave a live worker that no
+                # longer fetches: log it and fetch again after a pause.
+                log.exception("fetching failed; retrying in %.2fs", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _fetch(self) -> None:
         backend = self._store()
         limits = self._limits()
         while not self._stopping:

@@ -1,0 +1,169 @@
+"""Fixtures of the conformance suite: every test in this folder runs once per backend.
+
+A backend joins the suite with one entry in ``BACKENDS``: an id and a factory that builds
+its store URL from the test's ``tmp_path``. Server backends read their URL from an
+environment variable with ``from_env`` and are collected only when it is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workhorse import codec
+from workhorse.backends import create_backend
+from workhorse.backends.base import Backend, EnqueueOutcome, JobRecord, NewJob
+from workhorse.job import new_job_id
+
+#: Builds a store URL for one test from its private temporary directory.
+UrlFactory = Callable[[Path], str]
+
+#: Longest any single bounded wait in this suite may take, in seconds.
+WAIT_LIMIT = 5.0
+
+
+def from_env(variable: str) -> UrlFactory | None:
+    """The URL factory of a server backend whose URL is in ``variable``; None when unset."""
+    url = os.environ.get(variable)
+    return None if not url else lambda _tmp_path: url
+
+
+BACKENDS: dict[str, UrlFactory | None] = {
+    "memory": lambda _tmp_path: "memory://",
+    # An absolute path after "sqlite:///" gives the four slashes of an absolute file URL.
+    "sqlite": lambda tmp_path: "sqlite:///" + str(tmp_path / "conformance.db"),
+    # Server backends, once written:
+    # "redis": from_env("WORKHORSE_TEST_REDIS_URL"),
+    # "postgresql": from_env("WORKHORSE_TEST_POSTGRES_URL"),
+}
+
+
+@pytest.fixture(
+    params=[pytest.param(factory, id=key) for key, factory in BACKENDS.items() if factory]
+)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store URL of the backend under test, private to this test."""
+    factory: UrlFactory = request.param
+    return factory(tmp_path)
+
+
+@pytest.fixture
+async def backend(backend_url: str) -> AsyncIterator[Backend]:
+    """An opened backend for ``backend_url``, closed after the test."""
+    store = create_backend(backend_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def new_job(
+    name: str = "task",
+    args: Any = None,
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    run_at: float | None = None,
+    unique_key: str | None = None,
+    idempotency_key: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> NewJob:
+    """A NewJob with a fresh id and ``args`` (default ``{}``) encoded as its payload."""
+    return NewJob(
+        id=new_job_id(),
+        name=name,
+        queue=queue,
+        payload=codec.encode({} if args is None else args),
+        headers=dict(headers or {}),
+        priority=priority,
+        timeout=timeout,
+        run_at=run_at,
+        unique_key=unique_key,
+        idempotency_key=idempotency_key,
+    )
+
+
+@pytest.fixture
+def make_job() -> Callable[..., NewJob]:
+    """``make_job(name="task", args=None, *, queue="default", ...)`` builds a NewJob."""
+    return new_job
+
+
+@pytest.fixture
+def enqueue_job(backend: Backend) -> Callable[..., Awaitable[str]]:
+    """``await enqueue_job(**new_job_kwargs)`` writes one job and returns its id."""
+
+    async def enqueue(*args: Any, **kwargs: Any) -> str:
+        job = new_job(*args, **kwargs)
+        [done] = await backend.enqueue([job])
+        assert done.outcome is EnqueueOutcome.CREATED
+        assert done.id == job.id
+        return job.id
+
+    return enqueue
+
+
+@pytest.fixture
+def running_job(backend: Backend) -> Callable[..., Awaitable[JobRecord]]:
+    """``await running_job(worker_id=..., lease=..., **new_job_kwargs)``: a job claimed.
+
+    The job is enqueued and claimed from its queue, so that queue must hold no other job
+    that ``claim`` would take first.
+    """
+
+    async def start(
+        *args: Any, worker_id: str = "worker-1", lease: float = 30.0, **kwargs: Any
+    ) -> JobRecord:
+        job = new_job(*args, **kwargs)
+        await backend.enqueue([job])
+        [claimed] = await backend.claim(worker_id, [job.queue], 1, lease)
+        assert claimed.id == job.id
+        return claimed
+
+    return start
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = WAIT_LIMIT, what: str = ""
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"still waiting after {timeout} s for {what or condition}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Awaitable[None]]:
+    """``await wait_for(async_condition, timeout=..., what=...)``: a bounded poll."""
+    return wait_until
+
+
+@pytest.fixture
+def clock_past(backend: Backend) -> Callable[[float], Awaitable[float]]:
+    """``await clock_past(t)`` waits (bounded) until the store's clock is past ``t``.
+
+    Returns the store time it saw. Used where the contract is about time (leases, due
+    times, ages) so that a test waits for the store's own clock, never a fixed sleep.
+    """
+
+    async def past(moment: float) -> float:
+        seen = moment
+
+        async def moved() -> bool:
+            nonlocal seen
+            seen = await backend.now()
+            return seen > moment
+
+        await wait_until(moved, what=f"the store clock to pass {moment}")
+        return seen
+
+    return past

@@ -1,0 +1,62 @@
+"""Worker processes and the attempt log for the fault tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    job_id: str
+    attempt: int
+    pid: int
+    at: float
+
+
+def start_worker(url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``workhorse worker faultapp:app`` in a new process, on ``url``."""
+    env = {**os.environ, "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    # The worker's log goes to a file beside the attempt log, for a person reading a failure.
+    with open(log.with_suffix(".workers.log"), "ab") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workhorse", "worker", "faultapp:app", "--log-level",
+             "WARNING", *args], env=env, stdout=subprocess.DEVNULL, stderr=errors)
+
+
+def read_log(log: Path) -> list[Entry]:
+    """Every complete line of the attempt log."""
+    if not log.exists():
+        return []
+    entries = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 5:
+            entries.append(Entry(parts[0], parts[1], int(parts[2]), int(parts[3]),
+                                 float(parts[4])))
+    return entries
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` (bounded) from a test that watches other processes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker process for good (used in cleanup)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
