@@ -85,8 +85,9 @@ def test_max_concurrency_holds_across_two_processes(tmp_path):
         app = wh.App(url)
         try:
             backend = await app.backend()
-            while len(await backend.workers()) < 2:
-                await asyncio.sleep(0.02)
+            async with asyncio.timeout(60):  # other processes: nothing to await but polls
+                while len(await backend.workers()) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             # The first job holds the only slot for a while; the process that runs it is
             # then told to stop, so the other one must wait for the slot and do the rest.
             await app.enqueue("exclusive", {"hold": 1.0})
@@ -145,7 +146,8 @@ def test_garbage_in_the_store_goes_dead_and_the_worker_keeps_going(tmp_path):
                     row["seq"] = None
                 names = ", ".join(row)
                 marks = ", ".join("?" for _ in row)
-                db.execute(f"INSERT INTO workhorse_jobs ({names}) VALUES ({marks})", list(row.values()))
+                db.execute(f"INSERT INTO workhorse_jobs ({names}) VALUES ({marks})",
+                           list(row.values()))
         db.close()
         later = asyncio.run(enqueue_work(url, 5, 0.0))
         wait_for(lambda: asyncio.run(states(url))[wh.State.SUCCEEDED] == 6, 60, "later jobs")
