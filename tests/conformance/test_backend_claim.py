@@ -243,3 +243,15 @@ async def test_a_rate_limit_refills_over_time(backend, enqueue_job, wait_for):
 
     await wait_for(all_claimed, what="the rate-limit bucket to refill")
     assert set(claimed) == ids
+
+
+async def test_a_released_job_keeps_its_place_in_line(backend, enqueue_job):
+    first = await enqueue_job()
+    second = await enqueue_job()
+    [claimed] = await backend.claim("w", ["default"], 1, 30.0)
+    assert claimed.id == first
+    assert await backend.release(first, claimed.token)
+    [again] = await backend.claim("w", ["default"], 1, 30.0)
+    assert again.id == first
+    [then] = await backend.claim("w", ["default"], 1, 30.0)
+    assert then.id == second

@@ -41,6 +41,8 @@ class MemoryBackend:
         self._lock = threading.RLock()
         self._jobs: dict[str, JobRecord] = {}
         self._seq = itertools.count()
+        #: Enqueue order of each job: FIFO within a priority, kept when a job is ready again.
+        self._order: dict[str, int] = {}
         #: Per queue: heap of (-priority, seq, job id) for READY jobs (stale entries skipped).
         self._ready: dict[str, list[tuple[int, int, str]]] = {}
         #: Heap of (run_at, seq, job id) for SCHEDULED and RETRYING jobs.
@@ -99,6 +101,7 @@ class MemoryBackend:
                 self._check_sizes(to_write, max_sizes)
             for record in to_write:
                 self._jobs[record.id] = record
+                self._order[record.id] = next(self._seq)
                 if record.unique_key is not None:
                     self._unique[record.unique_key] = record.id
                 if record.idempotency_key is not None:
@@ -127,7 +130,7 @@ class MemoryBackend:
     def _index(self, record: JobRecord) -> None:
         if record.state is State.READY:
             heap = self._ready.setdefault(record.queue, [])
-            heapq.heappush(heap, (-record.priority, next(self._seq), record.id))
+            heapq.heappush(heap, (-record.priority, self._order[record.id], record.id))
         elif record.state in WAITING_STATES:
             heapq.heappush(self._waiting, (record.run_at, next(self._seq), record.id))
 
@@ -232,8 +235,9 @@ class MemoryBackend:
             if record is None:
                 return False
             record.result = result
-            record.error = record.traceback = None if state is State.SUCCEEDED else record.error
-            if state is State.CANCELLED:
+            if state is State.SUCCEEDED:
+                record.error = record.traceback = None
+            else:
                 record.error = "cancelled"
             self._leave_running(record)
             self._finish(record, state, status, time.time())
@@ -417,6 +421,7 @@ class MemoryBackend:
 
     def _delete(self, record: JobRecord) -> None:
         self._jobs.pop(record.id, None)
+        self._order.pop(record.id, None)
         if record.idempotency_key is not None and \
                 self._idempotent.get(record.idempotency_key) == record.id:
             del self._idempotent[record.idempotency_key]
