@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import workhorse as wh
 from workhorse import codec
 from workhorse.backends import create_backend
 from workhorse.backends.base import Backend, EnqueueOutcome, JobRecord, NewJob
@@ -88,6 +89,16 @@ def new_job(
         unique_key=unique_key,
         idempotency_key=idempotency_key,
     )
+
+
+@pytest.fixture
+async def app(backend_url: str) -> AsyncIterator[wh.App]:
+    """An App on the backend under test, closed after the test (runtime-level tests)."""
+    application = wh.App(backend_url)
+    try:
+        yield application
+    finally:
+        await application.close()
 
 
 @pytest.fixture

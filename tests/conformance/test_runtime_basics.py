@@ -13,13 +13,6 @@ from workhorse.job import new_job_id
 from .runtime import running_worker, wait_state
 
 
-@pytest.fixture
-async def app(backend_url):
-    application = wh.App(backend_url)
-    yield application
-    await application.close()
-
-
 async def test_a_job_runs_and_its_result_is_awaitable(app):
     @app.handler("add")
     async def add(job: wh.Job) -> int:

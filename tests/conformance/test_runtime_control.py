@@ -15,13 +15,6 @@ from workhorse.job import new_job_id
 from .runtime import running_worker, wait_state
 
 
-@pytest.fixture
-async def app(backend_url):
-    application = wh.App(backend_url)
-    yield application
-    await application.close()
-
-
 async def test_higher_priority_runs_first_within_a_queue(app):
     order = []
     app.register("work", lambda job: order.append(job.args["n"]))
