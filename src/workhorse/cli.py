@@ -68,12 +68,13 @@ def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = load_app(app_spec)
+    from workhorse.backends import redact_url
     from workhorse.worker import DEFAULT_LEASE, Worker
 
     async def serve() -> None:
         runner = Worker(app, concurrency=concurrency, queues=queues,
                         lease=lease or DEFAULT_LEASE)
-        click.echo(f"workhorse worker {runner.id}: {app.url}, queues {runner.queues}, "
+        click.echo(f"workhorse worker {runner.id}: {redact_url(app.url)}, queues {runner.queues}, "
                    f"concurrency {concurrency}", err=True)
         try:
             await runner.run()
@@ -148,6 +149,28 @@ def enqueue(app_spec: str, name: str, args_json: str, delay: str | None, at: str
         click.echo(json.dumps({"id": job_id, "duplicate": job_id is None}))
     else:
         click.echo(job_id if job_id else "duplicate: a live job with the same name and args")
+
+
+@main.command()
+@click.argument("url")
+def migrate(url: str) -> None:
+    """Create or upgrade the store's schema at URL (e.g. postgresql://.../db)."""
+    from workhorse.backends import create_backend, redact_url
+
+    async def run() -> int:
+        backend = create_backend(url)
+        try:
+            migrate_schema = getattr(backend, "migrate", None)
+            if migrate_schema is None:  # stores without a separate step migrate on open
+                await backend.open()
+                return 0
+            applied: int = await migrate_schema()
+            return applied
+        finally:
+            await backend.close()
+
+    applied = asyncio.run(run())
+    click.echo(f"{redact_url(url)}: {applied} migration(s) applied; the schema is current")
 
 
 @main.command()

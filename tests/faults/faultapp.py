@@ -34,3 +34,13 @@ async def exclusive(job: wh.Job) -> None:
     record("start", job)
     await asyncio.sleep(job.args.get("hold", 0.005))
     record("end", job)
+
+
+async def tick(job: wh.Job) -> None:
+    record("start", job)
+    record("end", job)
+
+
+# Only the schedule test wants ticks; elsewhere they would add jobs to the counts.
+if os.environ.get("FAULT_TICKS"):
+    app.register("tick", tick, every=0.5)

@@ -22,9 +22,10 @@ class Entry:
     at: float
 
 
-def start_worker(url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_worker(url: str, log: Path, *args: str,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``workhorse worker faultapp:app`` in a new process, on ``url``."""
-    env = {**os.environ, "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
+    env = {**os.environ, **(extra_env or {}), "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     # The worker's log goes to a file beside the attempt log, for a person reading a failure.
     with open(log.with_suffix(".workers.log"), "ab") as errors:

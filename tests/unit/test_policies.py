@@ -119,5 +119,19 @@ def test_enqueue_rejects_delay_and_at_together():
 def test_unsupported_url_lists_the_schemes():
     from workhorse.backends import create_backend
 
-    with pytest.raises(wh.ConfigurationError, match=r"memory://, sqlite://"):
+    with pytest.raises(wh.ConfigurationError, match=r"memory://, postgres://.*redis://.*sqlite://"):
         create_backend("mysql://localhost/db")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@host:6379/0?namespace=x", "redis://:***@host:6379/0"),
+        ("postgresql://user:pw@host/db?schema=a", "postgresql://user:***@host/db"),
+        ("sqlite:///relative.db", "sqlite:///relative.db"),
+    ],
+)
+def test_urls_are_shown_without_passwords(url, shown):
+    from workhorse.backends import redact_url
+
+    assert redact_url(url) == shown

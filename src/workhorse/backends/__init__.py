@@ -11,7 +11,20 @@ from workhorse.errors import ConfigurationError
 _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("workhorse.backends.memory", "MemoryBackend", None),
     "sqlite": ("workhorse.backends.sqlite", "SqliteBackend", None),
+    "redis": ("workhorse.backends.redis", "RedisBackend", "redis"),
+    "rediss": ("workhorse.backends.redis", "RedisBackend", "redis"),
+    "postgresql": ("workhorse.backends.postgres", "PostgresBackend", "postgres"),
+    "postgres": ("workhorse.backends.postgres", "PostgresBackend", "postgres"),
 }
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password and query, for logs and messages."""
+    parts = urlsplit(url)
+    bare = url.split("?", 1)[0]
+    if parts.password is None:
+        return bare
+    return bare.replace(f":{parts.password}@", ":***@", 1)
 
 
 def supported_schemes() -> list[str]:
