@@ -16,14 +16,15 @@ from typing import Any, TypeVar
 
 from workhorse import codec
 from workhorse.app import App
-from workhorse.backends.base import Backend, JobRecord, Limits, State, WorkerInfo
+from workhorse.backends.base import Backend, JobRecord, Limits, Settlement, State, WorkerInfo
 from workhorse.errors import SerializationError, StoreError
 from workhorse.job import Job, new_job_id
 from workhorse.options import HandlerOptions
 from workhorse.queues import parse_queues, weighted_order
 from workhorse.retry import Action, decide
 from workhorse.runner import Runner
-from workhorse.status import Status
+from workhorse.settler import Settler
+from workhorse.status import Outcome, Status
 from workhorse.tasks import TaskSet
 
 log = logging.getLogger("workhorse.worker")
@@ -88,6 +89,7 @@ class Worker:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._backend: Backend | None = None
+        self._settler: Settler | None = None
         #: Jobs this worker has started and settled, for summaries.
         self.processed = 0
 
@@ -97,6 +99,8 @@ class Worker:
         """Connect, announce the worker and start fetching; returns at once."""
         self._backend = await self.app.backend()
         await self._backend.heartbeat(self._info, [], self.lease)
+        self._settler = Settler(self._backend, self._persist)
+        self._loops.spawn(self._settler.run(), "settle")
         self._loops.spawn(self._fetch_loop(), "fetch")
         self._loops.spawn(self._heartbeat_loop(), "heartbeat")
         self._loops.spawn(self._reap_loop(), "reap")
@@ -261,9 +265,9 @@ class Worker:
             try:
                 job = job_from_record(record)
             except Exception as exc:
-                reason = f"undecodable payload: {exc}"
-                await self._persist("bury", lambda: backend.bury(
-                    record.id, token, status=Status.BAD_REQUEST, error=reason, traceback=None))
+                await self._finish(Settlement(
+                    record.id, token, State.DEAD, Status.BAD_REQUEST,
+                    error=f"undecodable payload: {exc}"))
                 return
 
             async def checkin(_: Job[Any], message: str) -> None:
@@ -279,48 +283,44 @@ class Worker:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                await self._after_cancel(why, record, token)
+                if why == "user":
+                    await self._finish(Settlement(record.id, token, State.CANCELLED,
+                                                  Status.CANCELLED))
+                elif why == "shutdown":
+                    await self._finish(Settlement(record.id, token, State.READY))
                 return
-            await self._settle(job, token)
+            await self._finish(await self._settlement(job, token))
         finally:
             self._running.pop(record.id, None)
             self.processed += 1
             self._slot_freed.set()
 
-    async def _after_cancel(self, reason: str, record: JobRecord, token: str) -> None:
-        backend = self._store()
-        if reason == "user":
-            await self._persist("ack", lambda: backend.ack(
-                record.id, token, state=State.CANCELLED, status=Status.CANCELLED))
-        elif reason == "shutdown":
-            await self._persist("release", lambda: backend.release(record.id, token))
-
-    async def _settle(self, job: Job[Any], token: str) -> None:
-        backend = self._store()
+    async def _settlement(self, job: Job[Any], token: str) -> Settlement:
+        """How the store should record the run that just ended (the retry policy decides)."""
         options = self._options(job.name)
         status = job.status
         result: bytes | None = None
-        if status.outcome.name == "DONE":
+        if status.outcome is Outcome.DONE:
             try:
                 result = codec.encode(job.result, what="result")
             except SerializationError as exc:
                 status, job.error, job.traceback = Status.INTERNAL_ERROR, str(exc), None
         decision = decide(status, job.attempt, options)
         if decision.action is Action.SUCCEED:
-            await self._persist("ack", lambda: backend.ack(
-                job.id, token, state=State.SUCCEEDED, status=status, result=result))
-        elif decision.action is Action.CANCEL:
-            await self._persist("ack", lambda: backend.ack(
-                job.id, token, state=State.CANCELLED, status=status))
-        elif decision.action is Action.RETRY:
-            run_at = await backend.now() + decision.delay
-            await self._persist("retry", lambda: backend.retry(
-                job.id, token, run_at=run_at, status=status, error=job.error,
-                traceback=job.traceback))
-        else:
-            await self._persist("bury", lambda: backend.bury(
-                job.id, token, status=status, error=job.error, traceback=job.traceback,
-                keep=decision.keep))
+            return Settlement(job.id, token, State.SUCCEEDED, status, result=result)
+        if decision.action is Action.CANCEL:
+            return Settlement(job.id, token, State.CANCELLED, status)
+        if decision.action is Action.RETRY:
+            run_at = await self._store().now() + decision.delay
+            return Settlement(job.id, token, State.RETRYING, status, run_at=run_at,
+                              error=job.error, traceback=job.traceback)
+        return Settlement(job.id, token, State.DEAD, status, error=job.error,
+                          traceback=job.traceback, keep=decision.keep)
+
+    async def _finish(self, settlement: Settlement) -> None:
+        assert self._settler is not None
+        if not await self._settler.settle(settlement):
+            log.warning("job %s: lease lost before its run was recorded", settlement.job_id)
 
     def _cancel_run(self, running: _Running, reason: str) -> None:
         if running.cancel_reason is None and running.task is not None:

@@ -173,3 +173,31 @@ async def test_a_reaped_owner_is_fenced_off(backend, enqueue_job, clock_past, mo
     assert await move(backend, job_id, stale.token) is False
     assert await backend.get(job_id) == before
     assert await move(backend, job_id, fresh.token) is True
+
+
+async def test_settle_applies_a_batch_of_moves_and_fences_each(backend, running_job, clock_past):
+    from workhorse.backends.base import Settlement, State
+
+    done = await running_job(queue="s1")
+    failed = await running_job(queue="s2")
+    dead = await running_job(queue="s3")
+    back = await running_job(queue="s4")
+    stale = await running_job(queue="s5")
+    now = await backend.now()
+    results = await backend.settle([
+        Settlement(done.id, done.token, State.SUCCEEDED, 200, result=b'"ok"'),
+        Settlement(failed.id, failed.token, State.RETRYING, 503, run_at=now + 3600,
+                   error="later", traceback="tb"),
+        Settlement(dead.id, dead.token, State.DEAD, 400, error="bad"),
+        Settlement(back.id, back.token, State.READY),
+        Settlement(stale.id, "not-the-token", State.SUCCEEDED, 200),
+    ])
+    assert results == [True, True, True, True, False]
+    records = {r.id: r for r in [await backend.get(j.id) for j in
+                                 (done, failed, dead, back, stale)]}
+    assert (records[done.id].state, records[done.id].result) == (State.SUCCEEDED, b'"ok"')
+    assert (records[failed.id].state, records[failed.id].status) == (State.RETRYING, 503)
+    assert (records[dead.id].state, records[dead.id].error) == (State.DEAD, "bad")
+    assert (records[back.id].state, records[back.id].attempt) == (State.READY, 0)
+    assert records[stale.id].state is State.RUNNING
+    assert await backend.settle([]) == []

@@ -141,6 +141,26 @@ class JobRecord:
     cancel_requested: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """How one run of a RUNNING job ended, for ``settle``: the move and what to store.
+
+    ``state`` picks the move: SUCCEEDED or CANCELLED (as ``ack``), RETRYING (as ``retry``,
+    due at ``run_at``), DEAD (as ``bury``, deleted unless ``keep``) or READY (as
+    ``release``).
+    """
+
+    job_id: str
+    token: str
+    state: State
+    status: int = 200
+    result: bytes | None = None
+    run_at: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    keep: bool = True
+
+
 @dataclasses.dataclass
 class WorkerInfo:
     """A worker process as its heartbeats describe it."""
@@ -239,6 +259,11 @@ class Backend(Protocol):
 
     async def release(self, job_id: str, token: str) -> bool:
         """Give a RUNNING job back as READY, its attempt not counted; False if stale."""
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        """Apply many ack/retry/bury/release moves in one round trip; one bool per
+        settlement, False where its job is not RUNNING under its token. Each settlement is
+        atomic; a busy worker batches the ends of many runs into one call."""
 
     async def cancel(self, job_id: str) -> State | None:
         """Cancel a job: SCHEDULED/READY/RETRYING become CANCELLED (status 499) at once;

@@ -25,6 +25,7 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    Settlement,
     State,
     WorkerInfo,
 )
@@ -284,6 +285,24 @@ class MemoryBackend:
             self._index(record)
         self._work_waiters.wake_all()
         return True
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        return [await self._settle_one(s) for s in settlements]
+
+    async def _settle_one(self, s: Settlement) -> bool:
+        if s.state in (State.SUCCEEDED, State.CANCELLED):
+            return await self.ack(s.job_id, s.token, state=s.state, status=s.status,
+                                  result=s.result)
+        if s.state is State.RETRYING:
+            assert s.run_at is not None, "a retry needs run_at"
+            return await self.retry(s.job_id, s.token, run_at=s.run_at, status=s.status,
+                                    error=s.error, traceback=s.traceback)
+        if s.state is State.DEAD:
+            return await self.bury(s.job_id, s.token, status=s.status, error=s.error,
+                                   traceback=s.traceback, keep=s.keep)
+        if s.state is State.READY:
+            return await self.release(s.job_id, s.token)
+        raise ValueError(f"a run cannot be settled as {s.state}")
 
     # -- control -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
 from workhorse.backends.base import (
+    FINISHED_STATES,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -25,6 +26,7 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    Settlement,
     State,
     WorkerInfo,
 )
@@ -163,6 +165,16 @@ class SqliteBackend:
     async def release(self, job_id: str, token: str) -> bool:
         done = await self._write(lambda conn: moves.release(conn, job_id, token))
         if done:
+            self._work_changed()
+        return done
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        done = await self._write(lambda conn: moves.settle(conn, settlements))
+        finished = [s.job_id for s, ok in zip(settlements, done, strict=True)
+                    if ok and s.state in FINISHED_STATES]
+        if finished:
+            self._jobs_finished(finished)
+        if any(done):
             self._work_changed()
         return done
 

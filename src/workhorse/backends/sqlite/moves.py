@@ -21,6 +21,7 @@ from workhorse.backends.base import (
     JobRecord,
     Limits,
     NewJob,
+    Settlement,
     State,
     WorkerInfo,
 )
@@ -298,6 +299,25 @@ def release(conn: sqlite3.Connection, job_id: str, token: str) -> bool:
         (job_id, token),
     )
     return cursor.rowcount == 1
+
+
+def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> list[bool]:
+    """Apply each settlement with the move its state names, all in the caller's transaction."""
+    done: list[bool] = []
+    for s in settlements:
+        if s.state in (State.SUCCEEDED, State.CANCELLED):
+            done.append(ack(conn, s.job_id, s.token, s.state, s.status, s.result))
+        elif s.state is State.RETRYING:
+            assert s.run_at is not None, "a retry needs run_at"
+            done.append(retry(conn, s.job_id, s.token, s.run_at, s.status, s.error,
+                              s.traceback))
+        elif s.state is State.DEAD:
+            done.append(bury(conn, s.job_id, s.token, s.status, s.error, s.traceback, s.keep))
+        elif s.state is State.READY:
+            done.append(release(conn, s.job_id, s.token))
+        else:
+            raise ValueError(f"a run cannot be settled as {s.state}")
+    return done
 
 
 def checkin(conn: sqlite3.Connection, job_id: str, token: str, message: str) -> bool:
