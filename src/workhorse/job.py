@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -20,9 +20,9 @@ DEFAULT_QUEUE = "default"
 
 
 def new_job_id() -> str:
-    """A new job id: 32 hex digits, time-ordered in the first 12 so ids sort by creation."""
-    millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{uuid.uuid4().hex[12:]}"
+    """A new job id: 32 hex digits, time-ordered in the first 12 so ids sort by creation,
+    then 80 random bits (os.urandom directly: uuid4 costs twice as much on the hot path)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 @dataclasses.dataclass(eq=False)
