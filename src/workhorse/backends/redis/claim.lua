@@ -1,0 +1,185 @@
+-- claim: promote the due jobs of the queues, then lease up to `limit` READY ones: queues in
+-- the order given (paused ones skipped), within a queue by priority then enqueue order,
+-- skipping the handlers at their max concurrency or out of rate tokens.
+-- ARGV: ttl, worker id, limit, lease seconds, token prefix, limits (JSON name -> [max
+-- concurrency, rate, burst], -1 for none), queue...
+-- Returns {seconds until a rate-limited handler has a token again or "", {job fields}...}.
+local now_text, now = clock()
+local worker, limit, lease, prefix = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local limits = cjson.decode(ARGV[6])
+local queues = {}
+for i = 7, #ARGV do queues[#queues + 1] = ARGV[i] end
+
+-- Bounds the work of one call; what is left is promoted by the next claim.
+local PROMOTE_BATCH = 1000
+-- Extra passes over a queue, made only when bad entries were dropped in the previous pass.
+local PASSES = 8
+
+local claimed, blocked = {}, {}
+local token_wait = nil
+
+local function promote(key)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now_text, 'LIMIT', 0,
+      PROMOTE_BATCH)) do
+    redis.call('ZREM', key, id)
+    local jk = job_key(id)
+    local f = redis.call('HMGET', jk, 'state', 'name', 'queue', 'priority', 'seq')
+    if f[1] == 'scheduled' or f[1] == 'retrying' then
+      redis.call('HSET', jk, 'state', 'ready')
+      ready_add(f[3], f[2], f[4], f[5], id)
+    end
+  end
+end
+
+-- Whether one more job of `name` may start now; with take, also takes a rate token. A
+-- refused bucket is not written back: refilling later from the old state gives the same.
+local function admit(name, queue, take)
+  local lim = limits[name]
+  if not lim then return true end
+  local most, rate, burst = lim[1], lim[2], lim[3]
+  local running = tonumber(redis.call('HGET', P .. 'running_by_name', name) or '0')
+  if most >= 0 and running >= most then
+    redis.call('HSET', P .. 'blocked', name, queue)
+    return false
+  end
+  if rate < 0 then return true end
+  local tokens, updated = burst, now -- a new bucket starts full
+  local saved = redis.call('HGET', P .. 'buckets', name)
+  if saved then
+    local t, u = string.match(saved, '^(%S+) (%S+)$')
+    tokens, updated = tonumber(t), tonumber(u)
+  end
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  if tokens < 1 then
+    if rate > 0 then
+      local wait = (1 - tokens) / rate
+      if not token_wait or wait < token_wait then token_wait = wait end
+    end
+    return false
+  end
+  if take then
+    redis.call('HSET', P .. 'buckets', name, num(tokens - 1) .. ' ' .. now_text)
+  end
+  return true
+end
+
+local function take_lease(jk, id, queue, name)
+  local token = prefix .. '.' .. string.format('%x', #claimed + 1)
+  local expires = num(now + lease)
+  redis.call('HINCRBY', jk, 'attempt', 1)
+  redis.call('HSET', jk, 'state', 'running', 'token', token, 'lease_owner', worker,
+    'lease_expires_at', expires, 'started_at', now_text)
+  redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'checkin', 'checkin_at')
+  redis.call('ZADD', P .. 'running', expires, id)
+  redis.call('HINCRBY', P .. 'running_by_name', name, 1)
+  redis.call('HINCRBY', P .. 'running_by_queue', queue, 1)
+  claimed[#claimed + 1] = redis.call('HGETALL', jk)
+end
+
+local function printable(s)
+  return (string.gsub(s, '[^%w%p ]', function(c)
+    return string.format('\\x%02x', string.byte(c))
+  end))
+end
+
+-- An entry of a READY set that is not a job: keep it as a DEAD record (status 400) that
+-- admin can see, under its id if it has a plain one, and go on.
+local function bury_garbage(queue, name, key, member, score, why)
+  ready_drop(key, queue, name, member)
+  local seq = redis.call('INCR', P .. 'seq')
+  local id = member_id(member)
+  if not id or #id > 200 or string.find(id, '[^%w%-_%.:]') then
+    id = 'garbage-' .. seq
+  end
+  local jk = job_key(id)
+  redis.call('DEL', jk)
+  redis.call('HSET', jk, 'id', id, 'name', name, 'queue', queue, 'payload', '',
+    'headers', '{}', 'priority', string.format('%.0f', -score), 'state', 'dead', 'attempt', 0,
+    'run_at', now_text, 'enqueued_at', now_text, 'seq', seq,
+    'error', "garbage in queue '" .. queue .. "': " .. why)
+  redis.call('ZADD', P .. 'jobs', seq, id)
+  finish(jk, id, queue, 'dead', 400, now_text)
+end
+
+local function by_rank(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end
+
+-- Each unblocked handler of the queue offers its next `want` jobs and they are merged by
+-- rank: no handler can give more than `want`, so the merge holds every job a plain walk
+-- of the queue would take, without stepping over a blocked handler's backlog.
+local function claim_from(queue)
+  -- This claim sees whatever work a pending wake-up token announced: the token is spent
+  -- (and passed on below if the claim fills up).
+  redis.call('DEL', P .. 'wake:' .. queue)
+  for _ = 1, PASSES do
+    local want = limit - #claimed
+    if want <= 0 then return end
+    local heads = {}
+    for _, name in ipairs(redis.call('SMEMBERS', names_key(queue))) do
+      if not blocked[name] and not admit(name, queue, false) then
+        blocked[name] = true
+      end
+      if not blocked[name] then
+        local key = ready_key(queue, name)
+        local got = redis.call('ZRANGE', key, 0, want - 1, 'WITHSCORES')
+        if #got == 0 then redis.call('SREM', names_key(queue), name) end
+        for i = 1, #got, 2 do
+          heads[#heads + 1] = {tonumber(got[i + 1]), got[i], name, key}
+        end
+      end
+    end
+    if #heads == 0 then return end
+    table.sort(heads, by_rank)
+    local dropped = false
+    for _, h in ipairs(heads) do
+      if #claimed >= limit then return end
+      local score, member, name, key = h[1], h[2], h[3], h[4]
+      if not blocked[name] then
+        local id = member_id(member)
+        local jk = id and job_key(id)
+        local state = id and redis.call('HGET', jk, 'state')
+        if not state then
+          bury_garbage(queue, name, key, member, score,
+            "no job '" .. printable(id or member) .. "'")
+          dropped = true
+        elseif state ~= 'ready' then
+          ready_drop(key, queue, name, member) -- a stale entry: the job moved on
+          dropped = true
+        elseif redis.call('HEXISTS', jk, 'payload') == 0 then
+          bury_garbage(queue, name, key, member, score,
+            "job '" .. printable(id) .. "' has no payload")
+          dropped = true
+        elseif not admit(name, queue, true) then
+          blocked[name] = true
+        else
+          ready_drop(key, queue, name, member)
+          take_lease(jk, id, queue, name)
+        end
+      end
+    end
+    if not dropped then return end
+  end
+end
+
+for _, queue in ipairs(queues) do
+  promote(P .. 'scheduled:' .. queue)
+  promote(P .. 'retrying:' .. queue)
+end
+for _, queue in ipairs(queues) do
+  if #claimed >= limit then break end
+  if redis.call('SISMEMBER', P .. 'paused', queue) == 0 then
+    claim_from(queue)
+  end
+end
+-- A full claim may have left work behind: pass the wake-up on to the next idle waiter.
+if #claimed >= limit then
+  for _, queue in ipairs(queues) do
+    if redis.call('SISMEMBER', P .. 'paused', queue) == 0
+        and redis.call('EXISTS', names_key(queue)) == 1 then
+      wake(queue)
+    end
+  end
+end
+return {token_wait and num(token_wait) or '', claimed}

@@ -1,0 +1,3 @@
+-- pause: stop claim from taking jobs of a queue (running ones go on). ARGV: ttl, queue.
+redis.call('SADD', P .. 'paused', ARGV[2])
+return 1
