@@ -82,42 +82,42 @@ def text(value: bytes) -> str:
 
 def fields(flat: Sequence[bytes]) -> dict[str, bytes]:
     """HGETALL as a script returns it (a flat list) as a dict."""
-    return {text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
 def job_record(hash_: Mapping[str, bytes]) -> JobRecord | None:
     """The JobRecord of a job hash, or None if it is not one (no state)."""
-    state = hash_.get("state")
+    # Written out field by field, without helper closures: this runs for every job claimed.
+    get = hash_.get
+    state = get("state")
     if state is None:
         return None
-
-    def string(name: str) -> str | None:
-        value = hash_.get(name)
-        return None if value is None else text(value)
-
-    def real(name: str) -> float | None:
-        value = hash_.get(name)
-        return None if value is None else float(value)
-
-    def integer(name: str, default: int | None) -> int | None:
-        value = hash_.get(name)
-        return default if value is None else int(float(value))
-
-    headers = hash_.get("headers")
+    headers = get("headers")
+    priority, attempt, status = get("priority"), get("attempt"), get("status")
     return JobRecord(
-        id=string("id") or "", name=string("name") or "", queue=string("queue") or "",
-        payload=hash_.get("payload", b""),
+        id=_text(get("id")) or "", name=_text(get("name")) or "",
+        queue=_text(get("queue")) or "", payload=get("payload", b""),
         headers=dict(codec.decode(headers)) if headers else {},
-        priority=integer("priority", 0) or 0, timeout=real("timeout"), state=State(text(state)),
-        attempt=integer("attempt", 0) or 0, run_at=real("run_at") or 0.0,
-        enqueued_at=real("enqueued_at") or 0.0, started_at=real("started_at"),
-        finished_at=real("finished_at"), lease_owner=string("lease_owner"),
-        lease_expires_at=real("lease_expires_at"), token=string("token"),
-        status=integer("status", None), result=hash_.get("result"), error=string("error"),
-        traceback=string("traceback"), checkin=string("checkin"), checkin_at=real("checkin_at"),
-        unique_key=string("unique_key"), idempotency_key=string("idempotency_key"),
+        priority=int(float(priority)) if priority is not None else 0,
+        timeout=_real(get("timeout")), state=State(text(state)),
+        attempt=int(float(attempt)) if attempt is not None else 0,
+        run_at=_real(get("run_at")) or 0.0, enqueued_at=_real(get("enqueued_at")) or 0.0,
+        started_at=_real(get("started_at")), finished_at=_real(get("finished_at")),
+        lease_owner=_text(get("lease_owner")), lease_expires_at=_real(get("lease_expires_at")),
+        token=_text(get("token")), status=int(float(status)) if status is not None else None,
+        result=get("result"), error=_text(get("error")), traceback=_text(get("traceback")),
+        checkin=_text(get("checkin")), checkin_at=_real(get("checkin_at")),
+        unique_key=_text(get("unique_key")), idempotency_key=_text(get("idempotency_key")),
         cancel_requested="cancel_requested" in hash_,
     )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _real(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def job_records(rows: Sequence[Sequence[bytes]]) -> list[JobRecord]:
