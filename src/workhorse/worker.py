@@ -90,6 +90,9 @@ class Worker:
         self._stopped = asyncio.Event()
         self._backend: Backend | None = None
         self._settler: Settler | None = None
+        self._fetch_task: asyncio.Task[None] | None = None
+        #: True while a claim is in flight: cancelling it then could strand leased jobs.
+        self._claiming = False
         #: Jobs this worker has started and settled, for summaries.
         self.processed = 0
 
@@ -101,7 +104,7 @@ class Worker:
         await self._backend.heartbeat(self._info, [], self.lease)
         self._settler = Settler(self._backend, self._persist)
         self._loops.spawn(self._settler.run(), "settle")
-        self._loops.spawn(self._fetch_loop(), "fetch")
+        self._fetch_task = self._loops.spawn(self._fetch_loop(), "fetch")
         self._loops.spawn(self._heartbeat_loop(), "heartbeat")
         self._loops.spawn(self._reap_loop(), "reap")
         if self.run_schedules and self.app.schedules:
@@ -145,6 +148,9 @@ class Worker:
         for running in list(self._running.values()):
             self._cancel_run(running, "shutdown")
         await self._runs.wait()
+        if self._fetch_task is not None and self._claiming:
+            # Let the claim in flight return: the fetch loop then hands its jobs back.
+            await asyncio.wait({self._fetch_task}, timeout=10.0)
         await self._loops.cancel()
         if self._backend is not None:
             with contextlib.suppress(Exception):
@@ -186,8 +192,12 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             order = weighted_order(self.queues)
-            records = await self._persist("claim", _claimer(
-                backend, self.id, order, free, self.lease, limits))
+            self._claiming = True
+            try:
+                records = await self._persist("claim", _claimer(
+                    backend, self.id, order, free, self.lease, limits))
+            finally:
+                self._claiming = False
             if self._stopping:
                 for record in records:  # claimed as we stopped: hand them straight back
                     await self._persist("release", _releaser(backend, record))
