@@ -14,7 +14,7 @@ from typing_extensions import Unpack
 
 from workhorse.backends import create_backend
 from workhorse.backends.base import Backend, EnqueueOutcome, State
-from workhorse.errors import QueueFull
+from workhorse.errors import ConfigurationError, QueueFull
 from workhorse.job import DEFAULT_QUEUE, Job
 from workhorse.options import HandlerOptionsDict
 from workhorse.producer import EnqueueRequest, build_new_job
@@ -160,7 +160,7 @@ class App:
         priority: int | None = None, timeout: float | None = None,
         headers: Mapping[str, str] | None = None, unique: bool | None = None,
         unique_key: str | None = None, idempotency_key: str | None = None,
-        wait: float | None = None,
+        wait: float | None = None, connection: object | None = None,
     ) -> JobRef | None:
         """Enqueue a job; returns its ref, or None if it is a duplicate of a live unique job.
 
@@ -169,18 +169,28 @@ class App:
         ``idempotency_key`` returns the first job's ref. Args that do not serialize raise
         SerializationError and nothing is written. If the queue is at its ``max_size``,
         raises QueueFull, or with ``wait`` retries for up to that many seconds first.
+
+        ``connection`` (a ``psycopg.AsyncConnection`` on PostgreSQL, a ``sqlite3.Connection``
+        on SQLite) writes the job in the caller's open transaction, the outbox pattern: it
+        exists and runs once the caller commits, and never existed if it rolls back.
         """
         request = EnqueueRequest(name, args, queue=queue, delay=delay, at=at, priority=priority,
                                  timeout=timeout, headers=headers, unique=unique,
                                  unique_key=unique_key, idempotency_key=idempotency_key)
-        (ref,) = await self.enqueue_many([request], wait=wait)
+        (ref,) = await self.enqueue_many([request], wait=wait, connection=connection)
         return ref
 
     async def enqueue_many(
         self, jobs: Iterable[EnqueueRequest | Job[Any] | Mapping[str, Any]], *,
-        wait: float | None = None,
+        wait: float | None = None, connection: object | None = None,
     ) -> list[JobRef | None]:
-        """Enqueue several jobs in one round trip and one atomic step; refs in order."""
+        """Enqueue several jobs in one round trip and one atomic step; refs in order.
+
+        ``wait`` and ``connection`` are as for ``enqueue``, and exclude each other.
+        """
+        if wait and connection is not None:
+            # Retrying would keep the caller's transaction open while we sleep.
+            raise ConfigurationError("wait= cannot be combined with connection=")
         new_jobs = [build_new_job(_as_request(job), self.registry) for job in jobs]
         backend = await self.backend()
         sizes = {q: n for q, n in self.max_sizes.items() if any(j.queue == q for j in new_jobs)}
@@ -188,7 +198,8 @@ class App:
         pause = 0.01
         while True:
             try:
-                results = await backend.enqueue(new_jobs, max_sizes=sizes or None)
+                results = await backend.enqueue(new_jobs, max_sizes=sizes or None,
+                                                connection=connection)
                 break
             except QueueFull:
                 if time.monotonic() + pause > deadline:

@@ -1,14 +1,17 @@
 """Fixtures of the conformance suite: every test in this folder runs once per backend.
 
 A backend joins the suite with one entry in ``BACKENDS``: an id and a factory that builds
-its store URL from the test's ``tmp_path``. Server backends read their URL from an
-environment variable with ``from_env`` and are collected only when it is set.
+its store URL from the test's ``tmp_path``. Server backends take their server from
+$WORKHORSE_TEST_REDIS_URL / $WORKHORSE_TEST_POSTGRES_URL (default: the local services) and a
+private namespace or schema per test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,29 +31,62 @@ UrlFactory = Callable[[Path], str]
 WAIT_LIMIT = 5.0
 
 
-def from_env(variable: str) -> UrlFactory | None:
-    """The URL factory of a server backend whose URL is in ``variable``; None when unset."""
-    url = os.environ.get(variable)
-    return None if not url else lambda _tmp_path: url
+REDIS_URL = os.environ.get("WORKHORSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("WORKHORSE_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
 
 
-BACKENDS: dict[str, UrlFactory | None] = {
+def private_namespace(base: str, parameter: str) -> UrlFactory:
+    """A server URL with a fresh namespace (Redis) or schema (PostgreSQL) for each test, so
+    every test starts from an empty store; ``cleanup`` removes it afterwards."""
+
+    def factory(_tmp_path: Path) -> str:
+        separator = "&" if "?" in base else "?"
+        return f"{base}{separator}{parameter}=whtest_{uuid.uuid4().hex[:12]}"
+
+    return factory
+
+
+BACKENDS: dict[str, UrlFactory] = {
     "memory": lambda _tmp_path: "memory://",
     # An absolute path after "sqlite:///" gives the four slashes of an absolute file URL.
     "sqlite": lambda tmp_path: "sqlite:///" + str(tmp_path / "conformance.db"),
-    # Server backends, once written:
-    # "redis": from_env("WORKHORSE_TEST_REDIS_URL"),
-    # "postgresql": from_env("WORKHORSE_TEST_POSTGRES_URL"),
+    # Server backends: always collected, so an unreachable server fails the run, never skips.
+    "redis": private_namespace(REDIS_URL, "namespace"),
+    "postgresql": private_namespace(POSTGRES_URL, "schema"),
 }
 
 
-@pytest.fixture(
-    params=[pytest.param(factory, id=key) for key, factory in BACKENDS.items() if factory]
-)
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def cleanup(url: str) -> None:
+    """Remove what a test left in a server store: its Redis namespace or PostgreSQL schema."""
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    if url.startswith("redis"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url.split("?")[0])
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{{{query['namespace']}}}*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+    elif url.startswith("postgres"):
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(url.split("?")[0], autocommit=True)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{query["schema"]}" CASCADE')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=[pytest.param(factory, id=key) for key, factory in BACKENDS.items()])
+async def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The store URL of the backend under test, private to this test."""
     factory: UrlFactory = request.param
-    return factory(tmp_path)
+    url = factory(tmp_path)
+    yield url
+    await cleanup(url)
 
 
 @pytest.fixture

@@ -211,13 +211,20 @@ class Backend(Protocol):
         """The store's clock, epoch seconds."""
 
     async def enqueue(
-        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None
+        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None,
+        connection: object | None = None,
     ) -> list[Enqueued]:
         """Write ``jobs`` in one atomic step; one Enqueued per job, in order.
 
         Unique and idempotency keys are checked against the store and against earlier
         jobs of the same batch. If a queue in ``max_sizes`` would hold more live jobs than
         its limit, raises QueueFull and writes nothing.
+
+        ``connection`` is the caller's own connection to the store (the outbox pattern):
+        the jobs are written in the caller's transaction and not committed, so they exist
+        and run once the caller commits, and never existed if it rolls back. A failed
+        enqueue leaves the caller's transaction usable. Stores without such connections
+        raise ConfigurationError when one is given.
         """
 
     async def claim(

@@ -30,7 +30,7 @@ from workhorse.backends.base import (
     WorkerInfo,
 )
 from workhorse.backends.common import Waiters, new_token, refill
-from workhorse.errors import QueueFull
+from workhorse.errors import ConfigurationError, QueueFull
 from workhorse.status import Status
 
 
@@ -69,8 +69,14 @@ class MemoryBackend:
     # -- producing -----------------------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None
+        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None,
+        connection: object | None = None,
     ) -> list[Enqueued]:
+        if connection is not None:
+            raise ConfigurationError(
+                "the memory backend has no transactions to join: connection= needs the "
+                "sqlite or postgresql backend"
+            )
         with self._lock:
             now = time.time()
             results: list[Enqueued] = []

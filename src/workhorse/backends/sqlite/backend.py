@@ -10,6 +10,7 @@ processes, and a locked file is waited for and retried before StoreError is rais
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ from workhorse.backends.base import (
 )
 from workhorse.backends.common import Waiters
 from workhorse.backends.sqlite import connection, moves, queries, schema
+from workhorse.backends.sqlite.connection import callers_connection, in_callers_transaction
 from workhorse.errors import StoreError
 
 T = TypeVar("T")
@@ -120,9 +122,28 @@ class SqliteBackend:
     # -- producing and consuming ---------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None
+        self, jobs: Sequence[NewJob], *, max_sizes: Mapping[str, int] | None = None,
+        connection: object | None = None,
     ) -> list[Enqueued]:
-        results = await self._write(lambda conn: moves.enqueue(conn, jobs, max_sizes))
+        if connection is not None:
+            # The caller's connection belongs to the caller's thread, which runs this
+            # coroutine: the inserts run here, in the caller's transaction, uncommitted.
+            # Other connections (and processes) see the jobs once the caller commits; their
+            # wait_for_work notices the commit through the file's data_version. Until then
+            # the caller holds the file's write lock, which every other writer (this
+            # instance's thread too) waits for: a caller must not await this store's writes
+            # inside that transaction.
+            caller = callers_connection(connection, self.path)
+            with self._lock:
+                opened = self._thread is not None
+            if not opened:
+                # Our thread migrates the file first. Once open, it is not waited for here:
+                # it may be blocked on the very lock the caller holds.
+                await self.open()
+            results = in_callers_transaction(
+                caller, lambda conn: moves.enqueue(conn, jobs, max_sizes))
+        else:
+            results = await self._write(lambda conn: moves.enqueue(conn, jobs, max_sizes))
         if any(r.outcome is EnqueueOutcome.CREATED for r in results):
             self._work_changed()
         return results
@@ -131,8 +152,13 @@ class SqliteBackend:
         self, worker_id: str, queues: Sequence[str], limit: int, lease: float,
         limits: Mapping[str, Limits] | None = None,
     ) -> list[JobRecord]:
-        return await self._write(
-            lambda conn: moves.claim(conn, worker_id, queues, limit, lease, limits or {}))
+        def move(conn: sqlite3.Connection) -> tuple[list[JobRecord], _Marker]:
+            claimed = moves.claim(conn, worker_id, queues, limit, lease, limits or {})
+            return claimed, self._marker(conn)
+
+        claimed, marker = await self._write(move)
+        _claim_marker.set((self, marker))
+        return claimed
 
     async def ack(self, job_id: str, token: str, *, state: State, status: int,
                   result: bytes | None = None) -> bool:
@@ -275,27 +301,31 @@ class SqliteBackend:
         # Another process cannot wake us, but PRAGMA data_version moves whenever another
         # connection commits, and asking for it costs next to nothing. Many commits bring
         # no work to ``queues`` (heartbeats, other queues), so on a move we look for READY
-        # jobs before returning; the first look only learns when waiting jobs fall due,
-        # since the caller has just found nothing it could claim. Closing the store ends
-        # the wait.
+        # jobs before returning. The first look compares with what this task's last claim
+        # saw, if it claimed (a commit since then may bring work the claim could not see);
+        # else it only learns when waiting jobs fall due, since the caller has just found
+        # nothing it could claim. Closing the store ends the wait.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        seen: _Marker | None = None
+        claimed = _claim_marker.get()
+        seen = claimed[1] if claimed is not None and claimed[0] is self else None
+        first = True
         while True:
             waiter = self._work_waiters.add()
             try:
-                marker = await self._call(self._marker, reopen=seen is None)
+                marker = await self._call(self._marker, reopen=first)
                 stop = seen is not None and marker.epoch != seen.epoch
-                if not stop and (seen is None or marker.version != seen.version):
+                moved = seen is not None and marker.version != seen.version
+                if not stop and (first or moved):
                     ready, due = await self._read(
                         lambda conn: queries.work_ahead(conn, queues), reopen=False)
-                    stop = seen is not None and ready
+                    stop = moved and ready
                     if due is not None:
                         deadline = min(deadline, loop.time() + due - time.time())
             except _Closed:
                 await self._work_waiters.wait(waiter, 0)  # only unregisters it
                 return
-            seen = marker
+            seen, first = marker, False
             remaining = deadline - loop.time()
             stop = stop or remaining <= 0
             woken = await self._work_waiters.wait(
@@ -332,6 +362,12 @@ class SqliteBackend:
             woken = [self._finish_waiters[j][0] for j in job_ids if j in self._finish_waiters]
         for waiters in woken:
             waiters.wake_all()
+
+
+#: The instance and its marker at the end of this task's last claim (see wait_for_work).
+#: A task awaiting ``claim`` shares its context, so it sees what ``claim`` set.
+_claim_marker: contextvars.ContextVar[tuple[SqliteBackend, _Marker] | None] = \
+    contextvars.ContextVar("workhorse_sqlite_claim_marker", default=None)
 
 
 class _Closed(StoreError):

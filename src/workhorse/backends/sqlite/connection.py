@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -145,3 +146,68 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+def callers_connection(connection: object, path: str) -> sqlite3.Connection:
+    """``connection`` if it is a sqlite3 connection to the file at ``path``, usable from this
+    thread; else ConfigurationError."""
+    if not isinstance(connection, sqlite3.Connection):
+        raise ConfigurationError(
+            f"connection= must be a sqlite3.Connection, not {type(connection).__name__}"
+        )
+    try:
+        files = {name: file for _, name, file in connection.execute("PRAGMA database_list")}
+    except sqlite3.Error as exc:  # closed, or made by another thread
+        raise ConfigurationError(f"connection= cannot be used here: {exc}") from exc
+    main = files.get("main") or ""
+    if not main or os.path.realpath(main) != os.path.realpath(path):
+        raise ConfigurationError(
+            f"connection= is open on {main or 'a temporary database'!r}, not on the store's "
+            f"file {path!r}"
+        )
+    return connection
+
+
+def in_callers_transaction(conn: sqlite3.Connection, move: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``move`` on the caller's connection in the caller's transaction; never commit it.
+
+    A savepoint undoes a failed move (QueueFull) and leaves the caller's transaction as it
+    was. With the sqlite3 module's implicit transactions (its default), an idle connection
+    first gets the BEGIN its own next INSERT would have issued, so the caller's commit() or
+    rollback() decides; in autocommit mode with no transaction open, the savepoint is a
+    transaction of its own. A plain BEGIN defers the write lock to the first INSERT, as
+    the caller's own writes do.
+    """
+    try:
+        if not conn.in_transaction and _implicit_transactions(conn):
+            conn.execute("BEGIN")
+        conn.execute("SAVEPOINT workhorse_enqueue")
+    except sqlite3.Error as exc:
+        raise _store_error(exc) from exc
+    try:
+        result = move(conn)
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK TO workhorse_enqueue")
+            conn.execute("RELEASE workhorse_enqueue")
+        if isinstance(exc, sqlite3.Error):
+            raise _store_error(exc) from exc
+        raise
+    try:
+        conn.execute("RELEASE workhorse_enqueue")
+    except sqlite3.Error as exc:
+        raise _store_error(exc) from exc
+    return result
+
+
+def _implicit_transactions(conn: sqlite3.Connection) -> bool:
+    """Whether the sqlite3 module opens transactions before DML on ``conn`` by itself."""
+    # Python 3.12 added Connection.autocommit; its default keeps the older behaviour.
+    legacy = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+    return bool(getattr(conn, "autocommit", legacy) == legacy and conn.isolation_level is not None)
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+        return StoreError(f"the SQLite file is locked by another connection ({exc})")
+    return StoreError(f"SQLite failed: {exc}")
