@@ -2,6 +2,7 @@
 and live jobs are never pruned."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -40,10 +41,8 @@ async def test_finished_jobs_stay_bounded_over_20000_jobs(app):
     async with running_worker(app, concurrency=50, prune_interval=0.2):
         while not done.is_set():
             peak = max(peak, await finished_count(app))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.5)
-            except TimeoutError:
-                pass
         assert await app.wait_idle(timeout=60)
     await app.prune()
     finished = await finished_count(app)
