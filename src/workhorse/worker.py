@@ -42,6 +42,8 @@ class _Running:
     #: Why the run's task was cancelled: "user" (ack as cancelled), "lost" (lease lost:
     #: do nothing) or "shutdown" (release the lease so the job runs again).
     cancel_reason: str | None = None
+    #: True once the handler has returned: its slot is free while the store records it.
+    slot_freed: bool = False
 
 
 class Worker:
@@ -83,6 +85,8 @@ class Worker:
                                 started_at=time.time())
         self._runner = Runner(app, threads=concurrency, thread_name="workhorse-worker")
         self._running: dict[str, _Running] = {}
+        #: Runs whose handler has not returned yet; ``concurrency`` bounds this.
+        self._active = 0
         self._runs = TaskSet("worker-run")
         self._loops = TaskSet("worker")
         self._slot_freed = asyncio.Event()
@@ -186,7 +190,7 @@ class Worker:
         backend = self._store()
         limits = self._limits()
         while not self._stopping:
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - self._active
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -205,6 +209,7 @@ class Worker:
             for record in records:
                 running = _Running(record)
                 self._running[record.id] = running
+                self._active += 1
                 running.task = self._runs.spawn(self._execute(running), f"job:{record.id}")
             if not records:
                 await backend.wait_for_work(order, self.poll_interval)
@@ -299,10 +304,19 @@ class Worker:
                 elif why == "shutdown":
                     await self._finish(Settlement(record.id, token, State.READY))
                 return
+            self._free_slot(running)
             await self._finish(await self._settlement(job, token))
         finally:
+            self._free_slot(running)
             self._running.pop(record.id, None)
             self.processed += 1
+
+    def _free_slot(self, running: _Running) -> None:
+        # The slot frees when the handler returns, not when the store has recorded it, so a
+        # busy worker fetches its next batch while the previous one is being settled.
+        if not running.slot_freed:
+            running.slot_freed = True
+            self._active -= 1
             self._slot_freed.set()
 
     async def _settlement(self, job: Job[Any], token: str) -> Settlement:
