@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import workhorse as wh
+from workhorse.backends.base import State
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,3 +66,31 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)
+
+
+async def states(url: str) -> Counter[State]:
+    """Jobs of the store at ``url`` counted by state."""
+    app = wh.App(url)
+    try:
+        counts: Counter[State] = Counter()
+        for stats in await (await app.backend()).queue_stats():
+            counts.update({state: n for state, n in stats.counts.items() if n})
+        return counts
+    finally:
+        await app.close()
+
+
+def count_state(url: str, state: State) -> int:
+    """How many jobs of the store at ``url`` are in ``state`` (from sync test code)."""
+    return asyncio.run(states(url))[state]
+
+
+async def enqueue_work(url: str, count: int, seconds: float) -> list[str]:
+    """Enqueue ``count`` "work" jobs that sleep ``seconds``; their ids."""
+    app = wh.App(url)
+    try:
+        refs = await app.enqueue_many(
+            [wh.Job("work", args={"seconds": seconds}) for _ in range(count)])
+        return [ref.id for ref in refs if ref is not None]
+    finally:
+        await app.close()

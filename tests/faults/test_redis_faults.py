@@ -11,7 +11,7 @@ import pytest
 
 import workhorse as wh
 
-from .procs import read_log, start_worker, stop, wait_for
+from .procs import count_state, enqueue_work, read_log, start_worker, states, stop, wait_for
 from .servers import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -25,29 +25,7 @@ def redis_server(tmp_path):
     server.stop()
 
 
-async def states(url: str) -> Counter:
-    app = wh.App(url)
-    try:
-        counts: Counter = Counter()
-        for stats in await (await app.backend()).queue_stats():
-            counts.update({state: n for state, n in stats.counts.items() if n})
-        return counts
-    finally:
-        await app.close()
 
-
-def count_state(url: str, state: wh.State) -> int:
-    return asyncio.run(states(url))[state]
-
-
-async def enqueue_work(url: str, count: int, seconds: float) -> list[str]:
-    app = wh.App(url)
-    try:
-        refs = await app.enqueue_many(
-            [wh.Job("work", args={"seconds": seconds}) for _ in range(count)])
-        return [ref.id for ref in refs]
-    finally:
-        await app.close()
 
 
 def test_sigkill_one_of_two_workers_with_500_jobs_in_flight(redis_server, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 import workhorse as wh
 
-from .procs import read_log, start_worker, stop, wait_for
+from .procs import enqueue_work, read_log, start_worker, states, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,26 +23,6 @@ def store_url(tmp_path):
     return "sqlite:///" + str(tmp_path / "faults.db")
 
 
-async def states(url: str) -> Counter:
-    app = wh.App(url)
-    try:
-        backend = await app.backend()
-        counts: Counter = Counter()
-        for stats in await backend.queue_stats():
-            counts.update({state: n for state, n in stats.counts.items() if n})
-        return counts
-    finally:
-        await app.close()
-
-
-async def enqueue_work(url: str, count: int, seconds: float) -> list[str]:
-    app = wh.App(url)
-    try:
-        refs = await app.enqueue_many(
-            [wh.Job("work", args={"seconds": seconds}) for _ in range(count)])
-        return [ref.id for ref in refs]
-    finally:
-        await app.close()
 
 
 def test_sigkill_mid_run_loses_nothing(tmp_path):

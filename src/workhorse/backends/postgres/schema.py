@@ -8,15 +8,15 @@ opening a new schema at once apply each migration once.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from psycopg import AsyncConnection
 
+from workhorse.backends import migrations
+from workhorse.backends.migrations import Migration
 from workhorse.errors import StoreError
 
 _PLACEHOLDER = re.compile(r"\{(schema|schema_name|channel)\}")
@@ -28,26 +28,9 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
 )"""
 
 
-@dataclasses.dataclass(frozen=True)
-class Migration:
-    """One schema step: its version, its name and its SQL script (with placeholders)."""
-
-    version: int
-    name: str
-    sql: str
-
-
 def bundled_migrations() -> list[Migration]:
-    """The migrations shipped in this package, oldest first."""
-    found: list[Migration] = []
-    folder = resources.files("workhorse.backends.postgres").joinpath("migrations")
-    for entry in folder.iterdir():
-        stem, dot, suffix = entry.name.partition(".")
-        if suffix != "sql" or not dot:
-            continue
-        number, _, name = stem.partition("_")
-        found.append(Migration(int(number), name, entry.read_text(encoding="utf-8")))
-    return sorted(found, key=lambda m: m.version)
+    """The migrations shipped with this backend, oldest first."""
+    return migrations.bundled_migrations("workhorse.backends.postgres")
 
 
 def quote_ident(name: str) -> str:

@@ -7,12 +7,12 @@ version and several processes opening a new file at once apply each migration on
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from importlib import resources
 
+from workhorse.backends import migrations
+from workhorse.backends.migrations import Migration
 from workhorse.backends.sqlite.connection import transaction
 from workhorse.errors import StoreError
 
@@ -24,26 +24,9 @@ CREATE TABLE IF NOT EXISTS workhorse_schema (
 )"""
 
 
-@dataclasses.dataclass(frozen=True)
-class Migration:
-    """One schema step: its version, its name and its SQL script."""
-
-    version: int
-    name: str
-    sql: str
-
-
 def bundled_migrations() -> list[Migration]:
-    """The migrations shipped in this package, oldest first."""
-    found: list[Migration] = []
-    folder = resources.files("workhorse.backends.sqlite").joinpath("migrations")
-    for entry in folder.iterdir():
-        stem, dot, suffix = entry.name.partition(".")
-        if suffix != "sql" or not dot:
-            continue
-        number, _, name = stem.partition("_")
-        found.append(Migration(int(number), name, entry.read_text(encoding="utf-8")))
-    return sorted(found, key=lambda m: m.version)
+    """The migrations shipped with this backend, oldest first."""
+    return migrations.bundled_migrations("workhorse.backends.sqlite")
 
 
 def applied_versions(conn: sqlite3.Connection) -> set[int]:
