@@ -151,7 +151,11 @@ class Worker:
             await self._runs.wait(self.grace if timeout is None else timeout)
         for running in list(self._running.values()):
             self._cancel_run(running, "shutdown")
-        await self._runs.wait()
+        if not await self._runs.wait(30.0):
+            # The store is not answering the releases: give up on them; the leases expire
+            # and the reaper of another worker requeues those jobs.
+            log.warning("stopping without recording %d runs: the store is away", len(self._runs))
+            await self._runs.cancel()
         if self._fetch_task is not None and self._claiming:
             # Let the claim in flight return: the fetch loop then hands its jobs back.
             await asyncio.wait({self._fetch_task}, timeout=10.0)
