@@ -20,6 +20,10 @@ WORKHORSE_REDIS_URL = (f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 POSTGRES_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 WORKHORSE_POSTGRES_SCHEMA = "whbench"
 WORKHORSE_POSTGRES_URL = f"{POSTGRES_DSN}?schema={WORKHORSE_POSTGRES_SCHEMA}"
+#: The PostgreSQL peers each get a database of their own on the same server, created on
+#: first use; its public schema is dropped and created again between runs.
+PROCRASTINATE_DATABASE = "whbench_procrastinate"
+SAQ_POSTGRES_DATABASE = "whbench_saq"
 
 #: The queue (or list, stream...) name every system is told to use.
 QUEUE = "bench"

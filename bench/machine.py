@@ -14,8 +14,8 @@ from bench.config import BENCH_REDIS_URL, POSTGRES_DSN
 
 #: Distributions whose exact versions go with the results.
 DISTRIBUTIONS = ("workhorse", "rq", "arq", "saq", "dramatiq", "celery", "kombu", "huey",
-                 "taskiq", "taskiq-redis", "redis", "hiredis", "psycopg", "msgspec", "psutil",
-                 "matplotlib")
+                 "taskiq", "taskiq-redis", "procrastinate", "redis", "hiredis", "psycopg",
+                 "psycopg-pool", "msgspec", "psutil", "matplotlib")
 
 
 def _read(path: str) -> str:

@@ -1,7 +1,9 @@
 """The benchmark driver: ``bench/run [options]`` (``python -m bench.main`` in bench/.venv).
 
-Runs each selected workload on each selected system, ``--repeats`` times, and writes
-bench/results/latest.json, docs/benchmarks.md (between its markers) and docs/benchmarks.png.
+Runs each selected workload on each selected system, ``--repeats`` times, and merges them into
+bench/results/latest.json: the systems run replace their own results there, the others keep
+theirs. Then it writes docs/benchmarks.md (between its markers) and docs/benchmarks.png from
+the merged file.
 A system or workload that fails is reported as "failed: <reason>" and the run goes on.
 """
 
@@ -92,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         redis_server = f"private to this run, 127.0.0.1:{port}"
     # Imported here, once the Redis server is settled: bench.config reads it on import.
     from bench import machine, report
-    from bench.suite import RESULTS, Suite, save
+    from bench.suite import RESULTS, Suite, load_previous, save
+
+    # A run of some systems replaces only theirs in the results file; the others stay.
+    previous = load_previous()
 
     started = time.time()
     results: dict[str, Any] = {
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     interrupted = False
     try:
-        Suite(args, console, results).run()
+        Suite(args, console, results, previous).run()
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: stopping every process started")
@@ -118,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         procs.kill_all()
         results["duration_s"] = round(time.time() - started, 1)
         results["interrupted"] = interrupted
-        save(results)
+        merged = save(results, previous)
     console.print(f"results: {RESULTS.relative_to(ROOT)} "
                   f"({results['duration_s'] / 60:.1f} min)")
     if interrupted:
         return 130
     if not args.no_docs:
-        markdown, chart = report.write(results, ROOT / "docs")
+        markdown, chart = report.write(merged, ROOT / "docs")
         console.print(f"report: {markdown.relative_to(ROOT)}, {chart.relative_to(ROOT)}")
-    console.print(report.summary_table(results))
+    console.print(report.summary_table(merged))
     return 0
 
 

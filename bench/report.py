@@ -116,12 +116,10 @@ def render(results: dict[str, Any], chart_name: str) -> str:
     parts = [
         BEGIN,
         "",
-        f"Measured on {started:%Y-%m-%d} in {results['duration_s'] / 60:.0f} minutes with:",
-        "",
-        f"```bash\n{results['command']}\n```",
+        *_provenance(results, started),
         "",
         f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}",
-        f"- **Servers**: Redis {m['redis']} ({s.get('redis_server', 'shared')}), "
+        f"- **Servers**: Redis {m['redis']} ({_redis_server(results)}), "
         f"PostgreSQL {m['postgresql']}, both over 127.0.0.1; Python {m['python']}",
         f"- **Versions**: {versions}",
         f"- **Runs**: each figure is the median of {repeats} runs, with the minimum and "
@@ -185,6 +183,42 @@ def render(results: dict[str, Any], chart_name: str) -> str:
         END,
     ]
     return "\n".join(parts)
+
+
+def _provenance(results: dict[str, Any], started: datetime.datetime) -> list[str]:
+    """Which command measured what: one run, or the runs merged into the results file."""
+    runs: list[dict[str, Any]] = results.get("runs") or []
+    if len(runs) <= 1:
+        return [f"Measured on {started:%Y-%m-%d} in {results['duration_s'] / 60:.0f} "
+                f"minutes with:", "", f"```bash\n{results['command']}\n```"]
+    lines = [f"Merged from {len(runs)} runs: each later run replaced the results of the "
+             "systems it measured and left the others as they were.", ""]
+    for run in runs:
+        when = datetime.datetime.fromisoformat(run["started_at"])
+        took = (f"{run['duration_s'] / 60:.0f} minutes" if "duration_s" in run
+                else "unfinished")
+        lines.append(f"- `{run['command']}`, {when:%Y-%m-%d %H:%M} UTC, {took}: "
+                     f"{', '.join(run['systems'])}")
+    compared = ("jobs", "repeats", "latency_jobs", "latency_interval_s", "idle_seconds",
+                "idle_repeats")
+    differ = [field for field in compared
+              if len({str(run["settings"].get(field)) for run in runs}) > 1]
+    if differ:
+        lines.append(f"- ⚠ The runs differ in {', '.join(differ)}: compare across them "
+                     "with care.")
+    machines = {(run["machine"].get("cpu"), run["machine"].get("cores")) for run in runs}
+    if len(machines) > 1:
+        lines.append("- ⚠ The runs were made on different machines.")
+    return lines
+
+
+def _redis_server(results: dict[str, Any]) -> str:
+    """Where the Redis server was: this run's, or each merged run's."""
+    runs: list[dict[str, Any]] = results.get("runs") or [results]
+    where = [str(run["settings"].get("redis_server", "shared")) for run in runs]
+    if len(where) > 1 and all(text.startswith("private") for text in where):
+        return "a redis-server private to each run"
+    return "; ".join(dict.fromkeys(where))
 
 
 def _info(results: dict[str, Any], name: str, field: str) -> str:

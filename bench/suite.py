@@ -84,9 +84,11 @@ class Suite:
     """One run of the selected workloads on the selected systems, with live progress."""
 
     def __init__(self, args: argparse.Namespace, console: Console,
-                 results: dict[str, Any]) -> None:
+                 results: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
         self.console = console
         self.results = results
+        #: The results file as it was before this run: what ``save`` merges this run into.
+        self.previous = previous
         self.systems: list[str] = args.system_list
         self.steps = [step for step in STEPS if step[1] in args.workload_list]
         self.repeats = {key: args.idle_repeats if key == "idle" else args.repeats
@@ -131,7 +133,7 @@ class Suite:
         try:
             for key, _, label in self.steps:
                 entry["workloads"][key] = self.run_workload(system, key, label)
-                save(self.results)
+                save(self.results, self.previous)
         finally:
             # Whatever happened, nothing of this system may outlive its turn.
             procs.kill_all(servers=False)
@@ -167,6 +169,67 @@ class Suite:
         return outcome
 
 
-def save(results: dict[str, Any]) -> None:
+#: What describes one run, kept for each run whose systems are still in the results file.
+RUN_FIELDS = ("command", "started_at", "duration_s", "interrupted", "settings", "machine",
+              "versions", "calibration")
+
+
+def load_previous() -> dict[str, Any] | None:
+    """The results file as it stands, or None if there is none (or it cannot be read)."""
+    try:
+        previous: dict[str, Any] = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous.get("systems"), dict) else None
+
+
+def _run_record(results: dict[str, Any]) -> dict[str, Any]:
+    record = {field: results[field] for field in RUN_FIELDS if field in results}
+    record["systems"] = [name for name in results["settings"]["systems"]
+                         if name in results["systems"]]
+    return record
+
+
+def merge(previous: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
+    """This run's results merged into the ``previous`` results file.
+
+    The systems this run measured replace theirs; every other system keeps its entry, and
+    the run it came from stays listed in ``runs``. The top-level fields (command, settings,
+    machine...) are this run's, except ``settings.systems`` (every system in the file, in
+    the usual order) and ``versions`` (the union, this run's winning).
+    """
+    from bench.systems import NAMES
+
+    current = _run_record(results)
+    systems: dict[str, Any] = {}
+    if previous:
+        for name, entry in previous["systems"].items():
+            if name not in results["systems"]:
+                # Results written before runs were merged carry no "run": the file's own.
+                systems[name] = {**entry, "run": entry.get("run", previous["started_at"])}
+    for name, entry in results["systems"].items():
+        systems[name] = {**entry, "run": results["started_at"]}
+    order = [name for name in NAMES if name in systems]
+    order += [name for name in systems if name not in order]
+    runs: list[dict[str, Any]] = []
+    if previous:
+        runs = list(previous.get("runs") or [_run_record(previous)])
+    runs = [run for run in runs if run["started_at"] != current["started_at"]] + [current]
+    used = {entry["run"] for entry in systems.values()}
+    runs = [run for run in runs if run["started_at"] in used]
+    for run in runs:
+        run["systems"] = [name for name in order if systems[name]["run"] == run["started_at"]]
+    versions: dict[str, str] = {}
+    for run in runs:
+        versions.update(run.get("versions", {}))
+    return {**results, "settings": {**results["settings"], "systems": order},
+            "versions": versions, "systems": {name: systems[name] for name in order},
+            "runs": runs}
+
+
+def save(results: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write this run's ``results`` merged into ``previous`` (see ``merge``); the merge."""
+    merged = merge(previous, results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged

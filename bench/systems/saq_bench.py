@@ -1,4 +1,4 @@
-"""saq: asyncio jobs on Redis (it also has a PostgreSQL queue, not measured here)."""
+"""saq: asyncio jobs on Redis (its PostgreSQL queue is `saq_postgres_bench`)."""
 
 from __future__ import annotations
 
