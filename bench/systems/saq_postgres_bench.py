@@ -8,28 +8,18 @@ when a queue first connects.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 from saq.queue.postgres import PostgresQueue
 
 from bench import pg
 from bench.config import QUEUE, SAQ_POSTGRES_DATABASE
-from bench.counter import AsyncCounter
 from bench.systems.base import BIN, System, repeat
 
-COUNTER = AsyncCounter()
+# The same tasks as saq on Redis: only the queue differs.
+from bench.systems.saq_bench import latency, noop
+
 queue = PostgresQueue.from_url(pg.dsn(SAQ_POSTGRES_DATABASE), name=QUEUE)
-
-
-async def noop(ctx: Any, *, target: int) -> None:
-    """Do nothing but count."""
-    await COUNTER.noop(target, time.time())
-
-
-async def latency(ctx: Any, *, target: int, enqueued_at: float) -> None:
-    """Record how long the job waited between its enqueue and its start."""
-    await COUNTER.latency(target, enqueued_at, time.time())
 
 
 #: What ``saq bench.systems.saq_postgres_bench.settings`` runs: library defaults otherwise.
