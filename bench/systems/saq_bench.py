@@ -37,20 +37,24 @@ class SaqSystem(System):
     notes = ("saq has no bulk enqueue (`Queue.map` enqueues one by one and waits for the "
              "results).",)
 
+    #: The queue enqueued to, and the module whose ``settings`` the worker runs.
+    queue: Any = queue
+    settings_module = __name__
+
     def worker_commands(self, processes: int) -> list[list[str]]:
-        return repeat([str(BIN / "saq"), f"{__name__}.settings"], processes)
+        return repeat([str(BIN / "saq"), f"{self.settings_module}.settings"], processes)
 
     async def open(self) -> None:
-        await queue.connect()
+        await self.queue.connect()
 
     async def close(self) -> None:
-        await queue.disconnect()
+        await self.queue.disconnect()
 
     async def enqueue_noop(self, target: int) -> None:
-        await queue.enqueue("noop", target=target)
+        await self.queue.enqueue("noop", target=target)
 
     async def enqueue_latency(self, target: int) -> None:
-        await queue.enqueue("latency", target=target, enqueued_at=time.time())
+        await self.queue.enqueue("latency", target=target, enqueued_at=time.time())
 
 
 SYSTEM = SaqSystem()
