@@ -12,6 +12,7 @@ from workhorse import middleware
 from workhorse.chain import compose, endpoint, record_failure
 from workhorse.errors import UnknownHandlerError
 from workhorse.job import Job
+from workhorse.registry import Registration
 from workhorse.status import Status
 from workhorse.types import Handler
 
@@ -30,23 +31,25 @@ class Runner:
         self._threads = threads
         self._thread_name = thread_name
         self._executor: ThreadPoolExecutor | None = None
-        self._chains: dict[str, Handler] = {}
+        #: Per handler name: its registration and its composed chain.
+        self._chains: dict[str, tuple[Registration, Handler]] = {}
         self._generation = app.generation
 
-    def chain(self, name: str) -> Handler:
-        """The composed chain for handler ``name``: app adapters, handler adapters, timeout."""
+    def chain(self, name: str) -> tuple[Registration, Handler]:
+        """Handler ``name``'s registration and chain (app adapters, its adapters, timeout);
+        raises UnknownHandlerError."""
         if self._generation != self.app.generation:
             self._chains.clear()
             self._generation = self.app.generation
-        chain = self._chains.get(name)
-        if chain is None:
+        found = self._chains.get(name)
+        if found is None:
             registration = self.app.registry.get(name)
             adapters = [*self.app.adapters, *registration.options.adapters, middleware.timeout()]
-            chain = compose(adapters, endpoint(
+            found = registration, compose(adapters, endpoint(
                 registration.fn, executor=self._pool(), args_type=registration.args_type
             ))
-            self._chains[name] = chain
-        return chain
+            self._chains[name] = found
+        return found
 
     async def run(self, job: Job[Any]) -> Job[Any]:
         """Run ``job`` once; its status, result or error are set on it when this returns.
@@ -58,10 +61,10 @@ class Runner:
         """
         job.started_at = time.time()
         try:
-            registration = self.app.registry.get(job.name)
+            registration, chain = self.chain(job.name)
             if job.timeout is None:
                 job.timeout = registration.options.timeout
-            await self.chain(job.name)(job)
+            await chain(job)
         except UnknownHandlerError as exc:
             job.ctx.status = Status.BAD_REQUEST
             job.error = str(exc)
