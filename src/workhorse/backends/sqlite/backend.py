@@ -160,38 +160,30 @@ class SqliteBackend:
         _claim_marker.set((self, marker))
         return claimed
 
+    # The single moves go through ``settle``: one code path for storing and waking.
+
     async def ack(self, job_id: str, token: str, *, state: State, status: int,
                   result: bytes | None = None) -> bool:
         if state not in (State.SUCCEEDED, State.CANCELLED):
             raise ValueError(f"ack finishes a job as succeeded or cancelled, not {state}")
-        done = await self._write(
-            lambda conn: moves.ack(conn, job_id, token, state, status, result))
-        if done:
-            self._jobs_finished([job_id])
-            self._work_changed()  # a concurrency slot may have freed up
-        return done
+        return await self._settle_one(Settlement(job_id, token, state, status, result=result))
 
     async def retry(self, job_id: str, token: str, *, run_at: float, status: int,
                     error: str | None, traceback: str | None) -> bool:
-        done = await self._write(
-            lambda conn: moves.retry(conn, job_id, token, run_at, status, error, traceback))
-        if done:
-            self._work_changed()
-        return done
+        return await self._settle_one(Settlement(job_id, token, State.RETRYING, status,
+                                                 run_at=run_at, error=error,
+                                                 traceback=traceback))
 
     async def bury(self, job_id: str, token: str, *, status: int, error: str | None,
                    traceback: str | None, keep: bool = True) -> bool:
-        done = await self._write(
-            lambda conn: moves.bury(conn, job_id, token, status, error, traceback, keep))
-        if done:
-            self._jobs_finished([job_id])
-            self._work_changed()
-        return done
+        return await self._settle_one(Settlement(job_id, token, State.DEAD, status,
+                                                 error=error, traceback=traceback, keep=keep))
 
     async def release(self, job_id: str, token: str) -> bool:
-        done = await self._write(lambda conn: moves.release(conn, job_id, token))
-        if done:
-            self._work_changed()
+        return await self._settle_one(Settlement(job_id, token, State.READY))
+
+    async def _settle_one(self, settlement: Settlement) -> bool:
+        [done] = await self.settle([settlement])
         return done
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
