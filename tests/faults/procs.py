@@ -28,14 +28,15 @@ class Entry:
 
 
 def start_worker(url: str, log: Path, *args: str,
-                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``workhorse worker faultapp:app`` in a new process, on ``url``."""
+                 extra_env: dict[str, str] | None = None,
+                 app: str = "faultapp:app") -> subprocess.Popen[bytes]:
+    """``workhorse worker APP`` (a module of this folder) in a new process, on ``url``."""
     env = {**os.environ, **(extra_env or {}), "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     # The worker's log goes to a file beside the attempt log, for a person reading a failure.
     with open(log.with_suffix(".workers.log"), "ab") as errors:
         return subprocess.Popen(
-            [sys.executable, "-m", "workhorse", "worker", "faultapp:app", "--log-level",
+            [sys.executable, "-m", "workhorse", "worker", app, "--log-level",
              "WARNING", *args], env=env, stdout=subprocess.DEVNULL, stderr=errors)
 
 
