@@ -10,6 +10,12 @@
 """
 
 from workhorse import middleware as middleware
+from workhorse.admin import Admin as Admin
+from workhorse.admin import Attempt as Attempt
+from workhorse.admin import JobView as JobView
+from workhorse.admin import Page as Page
+from workhorse.admin import QueueInfo as QueueInfo
+from workhorse.admin import Stats as Stats
 from workhorse.app import App as App
 from workhorse.backends.base import State as State
 from workhorse.backoff import constant as constant
@@ -24,6 +30,7 @@ from workhorse.errors import JobNotFound as JobNotFound
 from workhorse.errors import QueueFull as QueueFull
 from workhorse.errors import SerializationError as SerializationError
 from workhorse.errors import StoreError as StoreError
+from workhorse.errors import StoreFull as StoreFull
 from workhorse.errors import UnknownHandlerError as UnknownHandlerError
 from workhorse.errors import WorkhorseError as WorkhorseError
 from workhorse.job import Job as Job
@@ -41,8 +48,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adapter",
+    "Admin",
     "App",
     "ArgumentError",
+    "Attempt",
     "ConcurrentJob",
     "ConfigurationError",
     "Context",
@@ -53,14 +62,19 @@ __all__ = [
     "JobFailed",
     "JobNotFound",
     "JobRef",
+    "JobView",
     "LocalWorker",
     "Outcome",
+    "Page",
     "QueueFull",
+    "QueueInfo",
     "Schedule",
     "SerializationError",
     "State",
+    "Stats",
     "Status",
     "StoreError",
+    "StoreFull",
     "UnknownHandlerError",
     "Worker",
     "WorkhorseError",

@@ -2,4 +2,6 @@
 
 from workhorse.cli import main
 
-main()
+# Named as the installed command, so that usage lines and shell completion
+# ($_WORKHORSE_COMPLETE) are the same either way.
+main(prog_name="workhorse")

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from typing_extensions import Unpack
 
@@ -22,6 +22,9 @@ from workhorse.ref import JobRef
 from workhorse.registry import Registration, Registry
 from workhorse.schedule import Schedule
 from workhorse.types import Adapter, HandlerFunc
+
+if TYPE_CHECKING:
+    from workhorse.admin import Admin
 
 F = TypeVar("F", bound=HandlerFunc)
 T = TypeVar("T")
@@ -191,8 +194,17 @@ class App:
         if wait and connection is not None:
             # Retrying would keep the caller's transaction open while we sleep.
             raise ConfigurationError("wait= cannot be combined with connection=")
-        new_jobs = [build_new_job(_as_request(job), self.registry) for job in jobs]
+        requests = [_as_request(job) for job in jobs]
+        new_jobs = [build_new_job(request, self.registry) for request in requests]
         backend = await self.backend()
+        if any(request.delay is not None for request in requests):
+            # A delay counts from the store's clock, as every due time does, so a producer
+            # whose clock is off schedules nothing early or late. (The jobs were built
+            # first so that bad args fail before the store is asked anything.)
+            now = await backend.now()
+            new_jobs = [job if request.delay is None
+                        else dataclasses.replace(job, run_at=now + request.delay)
+                        for job, request in zip(new_jobs, requests, strict=True)]
         sizes = {q: n for q, n in self.max_sizes.items() if any(j.queue == q for j in new_jobs)}
         deadline = time.monotonic() + (wait or 0.0)
         pause = 0.01
@@ -226,6 +238,13 @@ class App:
         return JobRef(self, job_id)
 
     # -- control ------------------------------------------------------------------------------
+
+    @property
+    def admin(self) -> Admin:
+        """The admin API: queues, workers, job lists, retry, delete, purge, snapshots."""
+        from workhorse.admin import Admin  # lazily: admin.py refers back to App
+
+        return Admin(self)
 
     async def cancel(self, job_id: str) -> State | None:
         """Cancel a job: a queued one is removed (CANCELLED, 499) at once; a running one is

@@ -71,13 +71,34 @@ def status_for_exception(exc: BaseException) -> Status:
     return Status.INTERNAL_ERROR
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` for ``exc`` (``"Type"`` if the message is empty), never raising.
+
+    A handler's exception may be unprintable (its ``__str__`` raises): the run must still be
+    recorded, with a stand-in that says so, rather than fail the worker's bookkeeping.
+    """
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception as failure:
+        return f"{name} (its message could not be read: str() raised {_failure(failure)})"
+    return f"{name}: {message}" if message else name
+
+
+def _failure(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
+
+
 def record_failure(job: Job[Any], exc: BaseException) -> None:
     """Put the status, message and traceback of ``exc`` on the job and its context."""
     status = status_for_exception(exc)
     job.ctx.status = status
-    if isinstance(exc, JobError):
-        job.error = exc.message
-    else:
-        job.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    job.error = exc.message if isinstance(exc, JobError) else describe_exception(exc)
     if not isinstance(exc, JobError) or exc.__cause__ is not None:
-        job.traceback = "".join(traceback.format_exception(exc))
+        try:
+            job.traceback = "".join(traceback.format_exception(exc))
+        except Exception as failure:  # the traceback module copes with most, not all
+            job.traceback = f"(no traceback: formatting it raised {_failure(failure)})"

@@ -16,7 +16,10 @@ from typing import Any
 
 import click
 
+from workhorse.admin_cli import COMMANDS as ADMIN_COMMANDS
+from workhorse.admin_moves_cli import COMMANDS as MOVE_COMMANDS
 from workhorse.app import App
+from workhorse.web.cli import ui
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -53,15 +56,28 @@ def main() -> None:
     """workhorse: background jobs with handlers, middleware and statuses."""
 
 
+main.add_command(ui)
+for _command in [*ADMIN_COMMANDS, *MOVE_COMMANDS]:
+    main.add_command(_command)
+
+
 @main.command()
 @click.argument("app_spec", metavar="MODULE:APP")
 @click.option("-c", "--concurrency", default=10, show_default=True, help="Jobs at once.")
 @click.option("--queues", default=None, help="Queues and weights, e.g. critical=10,default=1.")
 @click.option("-p", "--processes", default=1, show_default=True, help="Worker processes.")
 @click.option("--lease", default=None, type=float, help="Lease seconds (default 15).")
+@click.option("--heartbeat", default=None, type=float,
+              help="Seconds between heartbeats that renew leases (default: lease / 3).")
+@click.option("--reap-interval", default=None, type=float,
+              help="Seconds between reaps of expired leases and silent workers (default 5).")
+@click.option("--grace", default=None, type=float,
+              help="Seconds running jobs get to finish on SIGTERM before they are released "
+                   "to run again (default 30).")
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
-           lease: float | None, log_level: str) -> None:
+           lease: float | None, heartbeat: float | None, reap_interval: float | None,
+           grace: float | None, log_level: str) -> None:
     """Run a worker for MODULE:APP until SIGINT/SIGTERM (a second signal stops at once)."""
     if processes > 1:
         sys.exit(_run_processes(app_spec, processes))
@@ -69,11 +85,13 @@ def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = load_app(app_spec)
     from workhorse.backends import redact_url
-    from workhorse.worker import DEFAULT_LEASE, Worker
+    from workhorse.worker import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Worker
 
     async def serve() -> None:
         runner = Worker(app, concurrency=concurrency, queues=queues,
-                        lease=lease or DEFAULT_LEASE)
+                        lease=lease or DEFAULT_LEASE, heartbeat=heartbeat,
+                        reap_interval=reap_interval or DEFAULT_REAP_INTERVAL,
+                        grace=30.0 if grace is None else grace)
         click.echo(f"workhorse worker {runner.id}: {redact_url(app.url)}, queues {runner.queues}, "
                    f"concurrency {concurrency}", err=True)
         try:

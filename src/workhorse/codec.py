@@ -8,6 +8,12 @@ import msgspec
 
 from workhorse.errors import SerializationError
 
+#: The most bytes a job's encoded args may take. Enqueue refuses more (SerializationError)
+#: and a worker buries a stored job with more (400) without decoding it: a payload that size
+#: would be read into every worker's memory on each claim. Large data belongs in a file or
+#: blob store, with its key in the args.
+MAX_ARGS_SIZE = 16 * 1024 * 1024
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -34,6 +40,46 @@ def encode(value: Any, *, what: str = "value") -> bytes:
 def decode(data: bytes | str) -> Any:
     """Decode JSON bytes; raises msgspec.DecodeError on malformed input."""
     return _decoder.decode(data)
+
+
+#: The one header a store reads back in place of stored headers that do not decode to an
+#: object of strings; its value says why. A worker buries such a job (400) without running it.
+BAD_HEADERS = "workhorse-bad-headers"
+
+
+def decode_headers(data: bytes | str | None) -> dict[str, str]:
+    """Stored headers as a dict; never raises, so one bad row cannot stop a claim (see
+    ``BAD_HEADERS``)."""
+    if not data:
+        return {}
+    try:
+        value = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        return {BAD_HEADERS: f"undecodable headers: {exc}"}
+    return headers_of(value)
+
+
+def headers_of(value: Any) -> dict[str, str]:
+    """Decoded stored headers as a dict of strings, or ``BAD_HEADERS`` saying they are not."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return {BAD_HEADERS: "undecodable headers: not an object of strings"}
+    return value
+
+
+def check_args_size(payload: bytes) -> None:
+    """Raise SerializationError if encoded args are larger than ``MAX_ARGS_SIZE``."""
+    if len(payload) > MAX_ARGS_SIZE:
+        raise SerializationError(
+            f"args too large: {len(payload)} bytes encoded, more than the {MAX_ARGS_SIZE} "
+            "allowed; pass a reference to large data instead", path="args")
+
+
+def decode_args(payload: bytes) -> Any:
+    """Decode a stored job's args; SerializationError if too large, msgspec.DecodeError if
+    malformed."""
+    check_args_size(payload)
+    return _decoder.decode(payload)
 
 
 def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:

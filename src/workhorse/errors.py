@@ -9,6 +9,7 @@
     │   └── ArgumentError       args that do not match the handler's declared type (400)
     └── StoreError              the store failed or cannot be reached
         ├── QueueFull           a bounded queue is at its max size
+        ├── StoreFull           the store is out of space (disk full, Redis maxmemory)
         └── JobNotFound         no job with that id
 """
 
@@ -87,6 +88,10 @@ class StoreError(WorkhorseError):
 
 class QueueFull(StoreError):
     """The queue holds its maximum number of live jobs."""
+
+
+class StoreFull(StoreError):
+    """The store is out of space (disk or memory full); nothing of the call was written."""
 
 
 class JobNotFound(StoreError, LookupError):

@@ -64,6 +64,7 @@ def build_new_job(request: EnqueueRequest, registry: Registry, now: float | None
     options = registry.get(request.name).options if request.name in registry else None
     args = plain_args(request.args)
     payload = codec.encode(args, what="args")
+    codec.check_args_size(payload)
     headers = dict(request.headers or {})
     codec.encode(headers, what="headers")
     if request.delay is not None and request.at is not None:

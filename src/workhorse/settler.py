@@ -24,15 +24,32 @@ class Settler:
     def __init__(self, backend: Backend, persist: Persist) -> None:
         self._backend = backend
         self._persist = persist
-        self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Settlement, Callable[[bool], None]]] = []
         self._wake = asyncio.Event()
+        #: Set while nothing is pending or in flight.
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, settlement: Settlement, done: Callable[[bool], None]) -> None:
+        """Queue ``settlement``; ``done`` gets True once it is stored, False if its token was
+        stale. The caller does not wait: a run's task ends when its handler does."""
+        self._pending.append((settlement, done))
+        self._idle.clear()
+        self._wake.set()
 
     async def settle(self, settlement: Settlement) -> bool:
-        """Queue ``settlement``; True once stored, False if its token was stale."""
+        """Queue ``settlement`` and wait: True once stored, False if its token was stale."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((settlement, future))
-        self._wake.set()
+        self.submit(settlement, future.set_result)
         return await future
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued settlement is stored; False if not within ``timeout``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self) -> None:
         """Flush pending settlements until cancelled."""
@@ -43,6 +60,6 @@ class Settler:
                 batch, self._pending = self._pending, []
                 moves = [settlement for settlement, _ in batch]
                 done = await self._persist("settle", functools.partial(self._backend.settle, moves))
-                for (_, future), ok in zip(batch, done, strict=True):
-                    if not future.done():
-                        future.set_result(ok)
+                for (_, callback), ok in zip(batch, done, strict=True):
+                    callback(ok)
+            self._idle.set()

@@ -11,14 +11,26 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from workhorse import codec
 from workhorse.app import App
-from workhorse.backends.base import Backend, JobRecord, Limits, Settlement, State, WorkerInfo
+from workhorse.backends.base import (
+    WORKER_LOST,
+    Backend,
+    HeartbeatReply,
+    JobRecord,
+    Limits,
+    Settlement,
+    State,
+    WorkerInfo,
+)
+from workhorse.chain import describe_exception
 from workhorse.errors import SerializationError, StoreError
 from workhorse.job import Job, new_job_id
+from workhorse.lease_keeper import LeaseKeeper
 from workhorse.options import HandlerOptions
 from workhorse.queues import parse_queues, weighted_order
 from workhorse.retry import Action, decide
@@ -34,6 +46,10 @@ T = TypeVar("T")
 DEFAULT_LEASE = 15.0
 DEFAULT_REAP_INTERVAL = 5.0
 
+#: With ``prefetch=None``, a worker claims ahead only while its runs average less than this:
+#: a job then waits in the buffer for about as long, which is no loss to other workers.
+PREFETCH_BELOW = 0.01
+
 
 @dataclasses.dataclass
 class _Running:
@@ -44,6 +60,8 @@ class _Running:
     cancel_reason: str | None = None
     #: True once the handler has returned: its slot is free while the store records it.
     slot_freed: bool = False
+    #: True while claimed ahead and waiting in the worker's buffer for a free slot.
+    buffered: bool = False
 
 
 class Worker:
@@ -52,6 +70,9 @@ class Worker:
     ``queues`` maps queue names to weights (``{"critical": 10, "default": 1}``), or lists
     them (weight 1 each); by default, every queue of the app's handlers. Leases last
     ``lease`` seconds and are renewed every ``heartbeat`` seconds while handlers run.
+    ``prefetch`` jobs may be claimed ahead of free slots, so a busy worker never waits for
+    the store between jobs; by default (None) up to ``concurrency``, and only while runs
+    are short (under 10 ms on average), so long jobs are never held back from idle workers.
 
         worker = wh.Worker(app, concurrency=10, queues={"critical": 10, "default": 1})
         await worker.run()          # until SIGINT/SIGTERM or stop()
@@ -63,10 +84,12 @@ class Worker:
         lease: float = DEFAULT_LEASE, heartbeat: float | None = None,
         reap_interval: float = DEFAULT_REAP_INTERVAL, worker_ttl: float | None = None,
         poll_interval: float = 1.0, grace: float = 30.0, schedules: bool = True,
-        prune_interval: float = 60.0,
+        prune_interval: float = 60.0, prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must be 0 or more")
         self.app = app
         self.concurrency = concurrency
         default_queues = [r.options.queue for r in app.registry] or ["default"]
@@ -79,12 +102,17 @@ class Worker:
         self.grace = grace
         self.run_schedules = schedules
         self.prune_interval = prune_interval
+        self.prefetch = prefetch
+        #: A moving average of handler run times, for the adaptive prefetch.
+        self._run_time = PREFETCH_BELOW
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[-8:]}"
         self._info = WorkerInfo(id=self.id, host=socket.gethostname(), pid=os.getpid(),
                                 concurrency=concurrency, queues=list(self.queues),
                                 started_at=time.time())
         self._runner = Runner(app, threads=concurrency, thread_name="workhorse-worker")
         self._running: dict[str, _Running] = {}
+        #: Runs claimed ahead, in claim order, waiting for a free slot.
+        self._buffer: deque[_Running] = deque()
         #: Runs whose handler has not returned yet; ``concurrency`` bounds this.
         self._active = 0
         self._runs = TaskSet("worker-run")
@@ -147,14 +175,18 @@ class Worker:
             return
         self._stopping = True
         self._slot_freed.set()
+        await self._release_buffered()
         if graceful:
             await self._runs.wait(self.grace if timeout is None else timeout)
         for running in list(self._running.values()):
             self._cancel_run(running, "shutdown")
-        if not await self._runs.wait(30.0):
+        unrecorded = not await self._runs.wait(30.0) or (
+            self._settler is not None and not await self._settler.drain(30.0))
+        if unrecorded:
             # The store is not answering the releases: give up on them; the leases expire
             # and the reaper of another worker requeues those jobs.
-            log.warning("stopping without recording %d runs: the store is away", len(self._runs))
+            log.warning("stopping without recording %d runs: the store is away",
+                        len(self._running))
             await self._runs.cancel()
         if self._fetch_task is not None and self._claiming:
             # Let the claim in flight return: the fetch loop then hands its jobs back.
@@ -172,8 +204,8 @@ class Worker:
 
     @property
     def running(self) -> int:
-        """Jobs running now."""
-        return len(self._running)
+        """Jobs running now (not counting those claimed ahead)."""
+        return len(self._running) - len(self._buffer)
 
     # -- loops ------------------------------------------------------------------------------
 
@@ -194,8 +226,12 @@ class Worker:
         backend = self._store()
         limits = self._limits()
         while not self._stopping:
-            free = self.concurrency - self._active
-            if free <= 0:
+            self._start_buffered()
+            prefetch = self._prefetch()
+            room = self.concurrency + prefetch - self._active - len(self._buffer)
+            # Claim at once for an idle slot; ahead of need, only in batches worth a trip.
+            idle = self._active < self.concurrency
+            if room <= 0 or (not idle and room < max(1, prefetch // 2)):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -203,7 +239,7 @@ class Worker:
             self._claiming = True
             try:
                 records = await self._persist("claim", _claimer(
-                    backend, self.id, order, free, self.lease, limits))
+                    backend, self.id, order, room, self.lease, limits))
             finally:
                 self._claiming = False
             if self._stopping:
@@ -211,29 +247,68 @@ class Worker:
                     await self._persist("release", _releaser(backend, record))
                 return
             for record in records:
-                running = _Running(record)
+                old = self._running.get(record.id)
+                if old is not None:
+                    # Our own earlier run of this job lost its lease and the job came back
+                    # to us: that run can record nothing now, so stop it.
+                    self._cancel_run(old, "lost")
+                running = _Running(record, buffered=True)
                 self._running[record.id] = running
-                self._active += 1
-                running.task = self._runs.spawn(self._execute(running), f"job:{record.id}")
+                self._buffer.append(running)
             if not records:
                 await backend.wait_for_work(order, self.poll_interval)
 
+    def _prefetch(self) -> int:
+        if self.prefetch is not None:
+            return self.prefetch
+        return self.concurrency if self._run_time < PREFETCH_BELOW else 0
+
+    def _start_buffered(self) -> None:
+        while self._buffer and self._active < self.concurrency:
+            running = self._buffer.popleft()
+            running.buffered = False
+            self._active += 1
+            running.task = self._runs.spawn(self._execute(running), f"job:{running.record.id}")
+
+    async def _release_buffered(self) -> None:
+        """Hand the jobs claimed ahead back to the store: they never started."""
+        backend = self._store() if self._backend is not None else None
+        while self._buffer:
+            running = self._buffer.popleft()
+            self._forget(running)
+            if backend is not None:
+                await self._persist("release", _releaser(backend, running.record))
+
     async def _heartbeat_loop(self) -> None:
-        backend = self._store()
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            try:
-                reply = await backend.heartbeat(self._info, list(self._running), self.lease)
-            except Exception as exc:  # the store may be away; the next beat tries again
-                log.warning("heartbeat failed: %s", exc)
-                continue
+        # Leases are renewed from a thread of their own (see lease_keeper): a handler that
+        # blocks this loop must not let them lapse while its process lives.
+        def snapshot() -> Mapping[str, object]:
+            return self._running.copy()  # one step under the GIL: safe from the keeper
+
+        def on_reply(reply: HeartbeatReply, seen: Mapping[str, object]) -> None:
+            # Only the runs the beat was about (a job may have ended and been claimed again
+            # by this worker since: that new run's lease is not lost), and once per run
+            # (replies queue up while a handler blocks this loop).
             for job_id in reply.cancel:
-                if job_id in self._running:
-                    self._cancel_run(self._running[job_id], "user")
+                running = self._running.get(job_id)
+                if running is not None and running is seen.get(job_id) \
+                        and running.cancel_reason is None:
+                    self._cancel_run(running, "user")
             for job_id in reply.lost:
-                if job_id in self._running:
+                running = self._running.get(job_id)
+                if running is not None and running is seen.get(job_id) \
+                        and running.cancel_reason is None:
                     log.warning("lease of job %s was lost; abandoning its run", job_id)
-                    self._cancel_run(self._running[job_id], "lost")
+                    self._cancel_run(running, "lost")
+
+        keeper = LeaseKeeper(self._store(), self._info, lease=self.lease,
+                             interval=self.heartbeat_interval, snapshot=snapshot,
+                             on_reply=on_reply, stall_after=min(1.0, self.heartbeat_interval))
+        keeper.start()
+        try:
+            await asyncio.get_running_loop().create_future()  # until the worker stops
+        finally:
+            await keeper.stop()
 
     async def _reap_loop(self) -> None:
         backend = self._store()
@@ -280,19 +355,24 @@ class Worker:
         record = running.record
         backend = self._store()
         token = record.token or ""
+        #: How the store should record this run; None when it must record nothing.
+        settlement: Settlement | None = None
         try:
+            settlement = self._lost_too_often(record)
+            if settlement is not None:
+                return
             try:
                 job = job_from_record(record)
             except Exception as exc:
-                await self._finish(Settlement(
-                    record.id, token, State.DEAD, Status.BAD_REQUEST,
-                    error=f"undecodable payload: {exc}"))
+                settlement = Settlement(record.id, token, State.DEAD, Status.BAD_REQUEST,
+                                        error=str(exc))
                 return
 
             async def checkin(_: Job[Any], message: str) -> None:
                 await backend.checkin(record.id, token, message)
 
             job._checkin_sink = checkin
+            started = time.perf_counter()
             try:
                 await self._runner.run(job)
             except asyncio.CancelledError:
@@ -303,17 +383,38 @@ class Worker:
                 if task is not None:
                     task.uncancel()
                 if why == "user":
-                    await self._finish(Settlement(record.id, token, State.CANCELLED,
-                                                  Status.CANCELLED))
+                    settlement = Settlement(record.id, token, State.CANCELLED, Status.CANCELLED)
                 elif why == "shutdown":
-                    await self._finish(Settlement(record.id, token, State.READY))
+                    settlement = Settlement(record.id, token, State.READY)
                 return
+            self._run_time += (time.perf_counter() - started - self._run_time) * 0.1
             self._free_slot(running)
-            await self._finish(await self._settlement(job, token))
+            settlement = await self._settlement(job, token)
         finally:
             self._free_slot(running)
-            self._running.pop(record.id, None)
             self.processed += 1
+            if settlement is None:
+                self._forget(running)
+            else:
+                # The run's task ends here; the settler records it with others, and the job
+                # stays in _running (its lease renewed) until the store has it.
+                self._submit(running, settlement)
+
+    def _lost_too_often(self, record: JobRecord) -> Settlement | None:
+        """The DEAD settlement of a job whose previous attempt the reaper marked lost, when
+        that attempt was its last allowed one; None if the job may run.
+
+        A lost attempt (its worker killed or crashed mid-run) counts as a failed one, as a
+        500 would, so a job that kills every worker running it (a poison pill) is retried
+        ``retries`` times and then ends DEAD with the error WORKER_LOST, never run again.
+        """
+        if record.error != WORKER_LOST:
+            return None
+        decision = decide(Status.INTERNAL_ERROR, record.attempt - 1, self._options(record.name))
+        if decision.action is Action.RETRY:
+            return None
+        return Settlement(record.id, record.token or "", State.DEAD, Status.INTERNAL_ERROR,
+                          error=WORKER_LOST, keep=decision.keep)
 
     def _free_slot(self, running: _Running) -> None:
         # The slot frees when the handler returns, not when the store has recorded it, so a
@@ -321,6 +422,8 @@ class Worker:
         if not running.slot_freed:
             running.slot_freed = True
             self._active -= 1
+            if not self._stopping:
+                self._start_buffered()
             self._slot_freed.set()
 
     async def _settlement(self, job: Job[Any], token: str) -> Settlement:
@@ -333,24 +436,52 @@ class Worker:
                 result = codec.encode(job.result, what="result")
             except SerializationError as exc:
                 status, job.error, job.traceback = Status.INTERNAL_ERROR, str(exc), None
+            except Exception as exc:  # e.g. a cycle (RecursionError), a repr() that raises
+                status, job.traceback = Status.INTERNAL_ERROR, None
+                job.error = (f"result of type {type(job.result).__name__} cannot be encoded: "
+                             f"{describe_exception(exc)}")
         decision = decide(status, job.attempt, options)
         if decision.action is Action.SUCCEED:
             return Settlement(job.id, token, State.SUCCEEDED, status, result=result)
         if decision.action is Action.CANCEL:
             return Settlement(job.id, token, State.CANCELLED, status)
         if decision.action is Action.RETRY:
-            run_at = await self._store().now() + decision.delay
+            run_at = await self._persist("now", self._store().now) + decision.delay
             return Settlement(job.id, token, State.RETRYING, status, run_at=run_at,
                               error=job.error, traceback=job.traceback)
         return Settlement(job.id, token, State.DEAD, status, error=job.error,
                           traceback=job.traceback, keep=decision.keep)
 
-    async def _finish(self, settlement: Settlement) -> None:
+    def _submit(self, running: _Running, settlement: Settlement) -> None:
         assert self._settler is not None
-        if not await self._settler.settle(settlement):
-            log.warning("job %s: lease lost before its run was recorded", settlement.job_id)
+
+        def settled(stored: bool) -> None:
+            self._forget(running)
+            if not stored:
+                log.warning("job %s: lease lost before its run was recorded",
+                            settlement.job_id)
+
+        self._settler.submit(settlement, settled)
+
+    def _forget(self, running: _Running) -> None:
+        # By identity: a newer claim of the same job may have replaced this run.
+        if self._running.get(running.record.id) is running:
+            del self._running[running.record.id]
 
     def _cancel_run(self, running: _Running, reason: str) -> None:
+        if running.buffered:
+            # Claimed ahead and not started: nothing to interrupt.
+            running.buffered = False
+            self._buffer.remove(running)
+            record = running.record
+            if reason == "lost":
+                self._forget(running)
+                return
+            settlement = (Settlement(record.id, record.token or "", State.CANCELLED,
+                                     Status.CANCELLED) if reason == "user"
+                          else Settlement(record.id, record.token or "", State.READY))
+            self._submit(running, settlement)
+            return
         if running.cancel_reason is None and running.task is not None:
             running.cancel_reason = reason
             running.task.cancel()
@@ -393,9 +524,16 @@ class Worker:
 
 
 def job_from_record(record: JobRecord) -> Job[Any]:
-    """The Job a handler sees for a stored record; raises if the payload is undecodable."""
+    """The Job a handler sees for a stored record; ValueError (saying what) if its payload
+    or headers are undecodable."""
+    if codec.BAD_HEADERS in record.headers:
+        raise ValueError(record.headers[codec.BAD_HEADERS])
+    try:
+        args = codec.decode_args(record.payload)
+    except Exception as exc:
+        raise ValueError(f"undecodable payload: {exc}") from exc
     return Job(
-        name=record.name, args=codec.decode(record.payload), queue=record.queue,
+        name=record.name, args=args, queue=record.queue,
         headers=dict(record.headers), timeout=record.timeout, priority=record.priority,
         attempt=record.attempt, id=record.id, enqueued_at=record.enqueued_at,
         run_at=record.run_at,

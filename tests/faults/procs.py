@@ -95,3 +95,33 @@ async def enqueue_work(url: str, count: int, seconds: float) -> list[str]:
         return [ref.id for ref in refs if ref is not None]
     finally:
         await app.close()
+
+
+#: Shifts this process's wall clock by $WORKHORSE_TEST_CLOCK_SKEW seconds at start-up; only
+#: the worker started by ``start_skewed_worker`` has it on its path.
+_SKEW_SITECUSTOMIZE = '''\
+import os
+import time
+
+_skew = float(os.environ["WORKHORSE_TEST_CLOCK_SKEW"])
+_time, _time_ns = time.time, time.time_ns
+time.time = lambda: _time() + _skew
+time.time_ns = lambda: _time_ns() + round(_skew * 1e9)
+'''
+
+
+def start_skewed_worker(url: str, log: Path, skew: float, *args: str,
+                        app: str = "faultapp:app") -> subprocess.Popen[bytes]:
+    """``start_worker``, in a process whose ``time.time()`` and ``time.time_ns()`` run
+    ``skew`` seconds off (a sitecustomize.py on that process's PYTHONPATH only)."""
+    site = log.parent / f"clock-skew{skew:+g}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SKEW_SITECUSTOMIZE)
+    env = {**os.environ, "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
+           "WORKHORSE_TEST_CLOCK_SKEW": repr(skew),
+           "PYTHONPATH": os.pathsep.join([str(site), str(HERE),
+                                          os.environ.get("PYTHONPATH", "")])}
+    with open(log.with_suffix(".workers.log"), "ab") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workhorse", "worker", app, "--log-level",
+             "WARNING", *args], env=env, stdout=subprocess.DEVNULL, stderr=errors)

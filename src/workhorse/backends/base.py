@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -53,6 +53,11 @@ LIVE_STATES = frozenset({State.SCHEDULED, State.READY, State.RUNNING, State.RETR
 FINISHED_STATES = frozenset({State.SUCCEEDED, State.DEAD, State.CANCELLED})
 #: States waiting on ``run_at``; ``claim`` moves them to READY once due.
 WAITING_STATES = frozenset({State.SCHEDULED, State.RETRYING})
+
+#: The ``error`` of a job that ``reap`` made READY again: its last attempt ended without a
+#: word from its worker (killed, crashed, or cut off past its lease). A fact for the runtime,
+#: which counts such an attempt as failed when it decides whether the job may run again.
+WORKER_LOST = "worker_lost"
 
 
 @dataclasses.dataclass
@@ -195,6 +200,37 @@ class QueueStats:
     latency: float
 
 
+#: How many failed attempts a job's history keeps: the latest ones.
+HISTORY_LIMIT = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """One failed attempt of a job, as its history keeps it.
+
+    An attempt is recorded when a run ends as RETRYING or DEAD, and when ``reap`` finds its
+    worker lost (``status`` None, ``error`` WORKER_LOST), in the same atomic move.
+    """
+
+    attempt: int
+    status: int | None
+    error: str | None
+    traceback: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanPage:
+    """One batch of ``scan``: jobs in enqueue order, with their attempt histories."""
+
+    records: list[JobRecord]
+    #: Per job id, its recorded failed attempts, oldest first (jobs without any omitted).
+    histories: dict[str, list[AttemptRecord]]
+    #: The cursor to pass as ``after`` for the next batch; None once the scan is done.
+    after: int | None
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A durable (or in-process) job store. Every method is one atomic move."""
@@ -293,7 +329,10 @@ class Backend(Protocol):
 
     async def reap(self, worker_ttl: float) -> int:
         """Make RUNNING jobs READY again whose lease expired or whose worker has not beaten
-        for ``worker_ttl`` seconds, and forget such workers. Returns the jobs requeued."""
+        for ``worker_ttl`` seconds, and forget such workers. Returns the jobs requeued.
+
+        Each requeued job keeps its attempt count; its ``error`` becomes WORKER_LOST and its
+        traceback is cleared, in the same atomic move."""
 
     async def get(self, job_id: str) -> JobRecord | None:
         """The job with ``job_id``, or None."""
@@ -323,6 +362,54 @@ class Backend(Protocol):
                     keep: int | None = None) -> int:
         """Delete finished jobs that ended before ``finished_before``, and beyond the
         ``keep`` most recent; live jobs are never touched. Returns how many."""
+
+    # -- admin: moves a user asks for, each atomic ---------------------------------------
+
+    async def count_jobs(self, *, state: State | None = None, queue: str | None = None,
+                         name: str | None = None) -> int:
+        """How many jobs match the filters: all that ``list_jobs`` could list with them."""
+
+    async def make_ready(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        """Move the jobs in one of ``states`` matching ``job_id``, ``queue`` and ``name``
+        (up to ``limit``, oldest first where the store keeps that order) to READY, due now.
+
+        Each job keeps its attempt count and history; its status, error, traceback,
+        result, check-in, finish time and cancel flag are cleared. A job whose unique key a
+        live job holds is left as it is. RUNNING is refused (ValueError). Returns how many
+        moved. Each job moves atomically; a bulk move is one step on the SQL stores and
+        batches of up to 1000 jobs on Redis.
+        """
+
+    async def delete_jobs(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        """Delete the jobs in one of ``states`` matching the filters (as ``make_ready``),
+        with their keys; a live job frees its unique key. RUNNING is refused (ValueError):
+        a job leaves RUNNING only through its worker or ``reap``. Returns how many."""
+
+    async def attempt_history(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        """The recorded failed attempts of each job, oldest first (jobs without any, or
+        unknown, are omitted); at most HISTORY_LIMIT per job."""
+
+    async def scan(self, *, after: int = 0, limit: int = 500) -> ScanPage:
+        """Up to ``limit`` jobs in enqueue order, after the cursor ``after`` (0: from the
+        first), with their histories. Jobs enqueued during a scan may be included."""
+
+    async def restore(
+        self, records: Sequence[JobRecord],
+        histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
+    ) -> list[bool]:
+        """Insert jobs exactly as given (state, attempt, times, keys, status, result,
+        history), after the store's existing ones in enqueue order, in one atomic step.
+
+        A record is skipped (False) if its id exists, its idempotency key names another
+        job, or it is live and a live job holds its unique key. RUNNING records are
+        refused (ValueError): a lease cannot move between stores. One bool per record.
+        """
 
     async def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
         """The job once finished, or None if it is still live after ``timeout`` seconds."""

@@ -1,10 +1,18 @@
-"""Pieces shared by several backends: tokens, token buckets and cross-loop waiters."""
+"""Pieces shared by several backends: tokens, token buckets, cross-loop waiters and the
+JSON of attempt histories."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import threading
+from collections.abc import Sequence
+
+import msgspec
+
+from workhorse import codec
+from workhorse.backends.base import AttemptRecord
 
 
 def new_token() -> str:
@@ -60,3 +68,55 @@ class Waiters:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def history_to_json(history: Sequence[AttemptRecord]) -> bytes:
+    """A job's attempt history as the JSON list the stores keep (times as numbers)."""
+    return codec.encode([dataclasses.asdict(attempt) for attempt in history], what="history")
+
+
+def history_from_json(data: bytes | str | None) -> list[AttemptRecord]:
+    """The attempt history stored as JSON; fields may be absent, and times may be text
+    (Lua writes the store clock's exact text)."""
+    if not data:
+        return []
+    try:
+        items = codec.decode(data)
+    except msgspec.DecodeError:  # a hand-edited store: the history is only for people
+        return []
+    return history_from_items(items)
+
+
+def history_from_items(items: object) -> list[AttemptRecord]:
+    """The attempt history from its decoded JSON (a list of objects)."""
+    if not isinstance(items, list):  # Lua's cjson writes an empty list as {}
+        return []
+    return [_attempt(item) for item in items if isinstance(item, dict)]
+
+
+def _attempt(item: dict[str, object]) -> AttemptRecord:
+    status = _number(item.get("status"))
+    return AttemptRecord(
+        attempt=int(_number(item.get("attempt")) or 0),
+        status=None if status is None else int(status),
+        error=_text(item.get("error")), traceback=_text(item.get("traceback")),
+        started_at=_number(item.get("started_at")),
+        finished_at=_number(item.get("finished_at")),
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

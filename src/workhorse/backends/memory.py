@@ -13,11 +13,14 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from workhorse.backends.base import (
     FINISHED_STATES,
+    HISTORY_LIMIT,
     WAITING_STATES,
+    WORKER_LOST,
+    AttemptRecord,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -25,6 +28,7 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ScanPage,
     Settlement,
     State,
     WorkerInfo,
@@ -56,6 +60,8 @@ class MemoryBackend:
         self._paused: set[str] = set()
         self._work_waiters = Waiters()
         self._finish_waiters: dict[str, Waiters] = {}
+        #: Per job id: its failed attempts, oldest first (at most HISTORY_LIMIT).
+        self._history: dict[str, list[AttemptRecord]] = {}
 
     async def open(self) -> None:
         return None
@@ -262,6 +268,7 @@ class MemoryBackend:
             record.status, record.error, record.traceback = status, error, traceback
             record.run_at = run_at
             record.finished_at = time.time()
+            self._record_attempt(record, status, record.finished_at)
             self._index(record)
         self._work_waiters.wake_all()
         return True
@@ -275,6 +282,7 @@ class MemoryBackend:
             record.error, record.traceback = error, traceback
             self._leave_running(record)
             self._finish(record, State.DEAD, status, time.time())
+            self._record_attempt(record, status, record.finished_at)
             if not keep:
                 self._delete(record)
         self._work_waiters.wake_all()
@@ -378,6 +386,8 @@ class MemoryBackend:
                 if expired or record.lease_owner in gone:
                     self._leave_running(record)
                     record.state = State.READY
+                    record.error, record.traceback = WORKER_LOST, None
+                    self._record_attempt(record, None, now)
                     self._index(record)
                     requeued += 1
         if requeued:
@@ -447,9 +457,127 @@ class MemoryBackend:
     def _delete(self, record: JobRecord) -> None:
         self._jobs.pop(record.id, None)
         self._order.pop(record.id, None)
+        self._history.pop(record.id, None)
+        if record.unique_key is not None and self._unique.get(record.unique_key) == record.id:
+            del self._unique[record.unique_key]
         if record.idempotency_key is not None and \
                 self._idempotent.get(record.idempotency_key) == record.id:
             del self._idempotent[record.idempotency_key]
+
+    def _record_attempt(self, record: JobRecord, status: int | None,
+                        finished_at: float | None) -> None:
+        attempt = AttemptRecord(attempt=record.attempt, status=status, error=record.error,
+                                traceback=record.traceback, started_at=record.started_at,
+                                finished_at=finished_at)
+        self._history[record.id] = [*self._history.get(record.id, ()), attempt][-HISTORY_LIMIT:]
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def _matching(self, states: Collection[State], job_id: str | None, queue: str | None,
+                  name: str | None, limit: int | None) -> list[JobRecord]:
+        if State.RUNNING in states:
+            raise ValueError("a RUNNING job leaves RUNNING only through its worker or reap")
+        if job_id is not None:
+            record = self._jobs.get(job_id)
+            candidates = [] if record is None else [record]
+        else:
+            candidates = sorted(self._jobs.values(), key=lambda r: self._order[r.id])
+        found = [r for r in candidates if r.state in states
+                 and (queue is None or r.queue == queue) and (name is None or r.name == name)]
+        return found if limit is None else found[:max(0, limit)]
+
+    async def count_jobs(self, *, state: State | None = None, queue: str | None = None,
+                         name: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self._jobs.values()
+                       if (state is None or r.state is state)
+                       and (queue is None or r.queue == queue)
+                       and (name is None or r.name == name))
+
+    async def make_ready(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        moved = 0
+        with self._lock:
+            for record in self._matching(states, job_id, queue, name, limit):
+                key = record.unique_key
+                if key is not None and self._unique.get(key, record.id) != record.id:
+                    continue  # a live job holds its unique key
+                if key is not None:
+                    self._unique[key] = record.id
+                record.state = State.READY
+                record.run_at = time.time()
+                record.status = record.result = record.error = record.traceback = None
+                record.finished_at = record.checkin = record.checkin_at = None
+                record.cancel_requested = False
+                self._index(record)
+                moved += 1
+        if moved:
+            self._work_waiters.wake_all()
+        return moved
+
+    async def delete_jobs(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        with self._lock:
+            doomed = self._matching(states, job_id, queue, name, limit)
+            for record in doomed:
+                self._delete(record)
+                waiters = self._finish_waiters.pop(record.id, None)
+                if waiters is not None:
+                    waiters.wake_all()
+            return len(doomed)
+
+    async def attempt_history(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        with self._lock:
+            return {job_id: list(self._history[job_id]) for job_id in job_ids
+                    if self._history.get(job_id)}
+
+    async def scan(self, *, after: int = 0, limit: int = 500) -> ScanPage:
+        with self._lock:
+            batch = sorted((seq, job_id) for job_id, seq in self._order.items()
+                           if seq >= after)[:max(0, limit)]
+            records = [_snapshot(self._jobs[job_id]) for _, job_id in batch]
+            histories = {r.id: list(self._history[r.id]) for r in records
+                         if self._history.get(r.id)}
+            done = len(batch) < limit
+            return ScanPage(records, histories, None if done else batch[-1][0] + 1)
+
+    async def restore(
+        self, records: Sequence[JobRecord],
+        histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
+    ) -> list[bool]:
+        if any(r.state is State.RUNNING for r in records):
+            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        done: list[bool] = []
+        with self._lock:
+            for given in records:
+                live_holder = given.unique_key is not None and given.state.live and \
+                    given.unique_key in self._unique
+                if given.id in self._jobs or live_holder or (
+                        given.idempotency_key is not None
+                        and given.idempotency_key in self._idempotent):
+                    done.append(False)
+                    continue
+                record = _snapshot(given)
+                record.headers = dict(given.headers)
+                record.lease_owner = record.lease_expires_at = record.token = None
+                self._jobs[record.id] = record
+                self._order[record.id] = next(self._seq)
+                if record.unique_key is not None and record.state.live:
+                    self._unique[record.unique_key] = record.id
+                if record.idempotency_key is not None:
+                    self._idempotent[record.idempotency_key] = record.id
+                history = (histories or {}).get(record.id)
+                if history:
+                    self._history[record.id] = list(history)[-HISTORY_LIMIT:]
+                self._index(record)
+                done.append(True)
+        if any(done):
+            self._work_waiters.wake_all()
+        return done
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import logging as stdlib_logging
 import time
 from typing import Any
 
-from workhorse.chain import status_for_exception
+from workhorse.chain import describe_exception, status_for_exception
 from workhorse.job import Job
 from workhorse.status import Outcome, Status
 from workhorse.types import Adapter, Handler
@@ -53,5 +53,5 @@ def _emit(log: stdlib_logging.Logger, level: int, job: Job[Any], status: Status,
         level = max(level, stdlib_logging.WARNING)
     text = " ".join(f"{key}={value}" for key, value in fields.items())
     if error is not None:
-        text += f" error={type(error).__name__}: {error}"
+        text += f" error={describe_exception(error)}"
     log.log(level, "job %s", text, extra=fields)

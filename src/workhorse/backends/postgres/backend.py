@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -21,6 +21,9 @@ from psycopg.rows import TupleRow
 
 from workhorse import codec
 from workhorse.backends.base import (
+    HISTORY_LIMIT,
+    WORKER_LOST,
+    AttemptRecord,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -28,12 +31,13 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
-from workhorse.backends.common import new_token
-from workhorse.backends.postgres import config, schema
+from workhorse.backends.common import history_from_items, history_to_json, new_token
+from workhorse.backends.postgres import admin, config, schema
 from workhorse.backends.postgres.connections import Listener, LoopConnections, store_errors
 from workhorse.backends.postgres.outbox import Params, callers_connection, in_callers_transaction
 from workhorse.backends.postgres.statements import NOW, Statements, record
@@ -68,6 +72,7 @@ class PostgresBackend:
         #: The schema that holds the tables.
         self.schema = self._settings.schema
         self._sql = Statements(self.schema)
+        self._admin_sql = admin.AdminStatements(self.schema)
         self._timeout = connect_timeout
         self._max_connections = max_connections
         self._lock = threading.Lock()
@@ -293,7 +298,8 @@ class PostgresBackend:
         await self._count(self._sql.unregister, (worker_id,))
 
     async def reap(self, worker_ttl: float) -> int:
-        [(requeued, _)] = await self._rows(self._sql.reap, {"ttl": worker_ttl})
+        [(requeued, _)] = await self._rows(self._sql.reap,
+                                           {"ttl": worker_ttl, "lost": WORKER_LOST})
         return int(requeued)
 
     async def pause(self, queue: str) -> None:
@@ -346,6 +352,78 @@ class PostgresBackend:
     async def paused(self) -> set[str]:
         return {queue for (queue,) in await self._rows(self._sql.paused)}
 
+    # -- admin ---------------------------------------------------------------------------
+
+    async def count_jobs(self, *, state: State | None = None, queue: str | None = None,
+                         name: str | None = None) -> int:
+        [(count,)] = await self._rows(self._admin_sql.count, {
+            "state": None if state is None else state.value, "queue": queue, "name": name})
+        return int(count)
+
+    async def make_ready(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        [(moved, _)] = await self._rows(self._admin_sql.make_ready, admin.matching(
+            _admin_states(states), job_id, queue, name, limit))
+        return int(moved)
+
+    async def delete_jobs(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        [(deleted, _)] = await self._rows(self._admin_sql.delete, admin.matching(
+            _admin_states(states), job_id, queue, name, limit))
+        return int(deleted)
+
+    async def attempt_history(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        rows = await self._rows(self._admin_sql.history, (list(dict.fromkeys(job_ids)),))
+        return {job_id: history for job_id, attempts in rows
+                if (history := history_from_items(attempts))}
+
+    async def scan(self, *, after: int = 0, limit: int = 500) -> ScanPage:
+        rows = await self._rows(self._admin_sql.scan, (after, max(0, limit)))
+        records = [record(row[2:]) for row in rows]
+        histories = {r.id: h for r, row in zip(records, rows, strict=True)
+                     if (h := history_from_items(row[1]))}
+        more = bool(rows) and len(rows) == limit
+        return ScanPage(records, histories, int(rows[-1][0]) + 1 if more else None)
+
+    async def restore(
+        self, records: Sequence[JobRecord],
+        histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
+    ) -> list[bool]:
+        if any(r.state is State.RUNNING for r in records):
+            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        if not records:
+            return []
+        kept = histories or {}
+
+        def history(job_id: str) -> str | None:
+            found = kept.get(job_id)
+            return history_to_json(list(found)[-HISTORY_LIMIT:]).decode() if found else None
+
+        [(written, _)] = await self._rows(self._admin_sql.restore, (
+            [r.id for r in records], [r.name for r in records], [r.queue for r in records],
+            [r.payload for r in records],
+            [codec.encode(r.headers, what="headers").decode() for r in records],
+            [r.priority for r in records], [r.timeout for r in records],
+            [r.state.value for r in records], [r.attempt for r in records],
+            [r.run_at for r in records], [r.enqueued_at for r in records],
+            [r.started_at for r in records], [r.finished_at for r in records],
+            [r.status for r in records], [r.result for r in records],
+            [r.error for r in records], [r.traceback for r in records],
+            [r.checkin for r in records], [r.checkin_at for r in records],
+            [r.unique_key for r in records], [r.idempotency_key for r in records],
+            [r.cancel_requested for r in records], [history(r.id) for r in records],
+        ))
+        created = set(written)
+        done: list[bool] = []
+        for r in records:  # a repeated id was written once, for its first record
+            done.append(r.id in created)
+            created.discard(r.id)
+        return done
+
     # -- waiting -------------------------------------------------------------------------
 
     async def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
@@ -395,3 +473,9 @@ class PostgresBackend:
         with self._errors():
             await listener.start()
         return listener
+
+
+def _admin_states(states: Collection[State]) -> list[str]:
+    if State.RUNNING in states:
+        raise ValueError("a RUNNING job leaves RUNNING only through its worker or reap")
+    return sorted(s.value for s in states)

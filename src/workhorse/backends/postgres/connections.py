@@ -22,7 +22,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workhorse import codec
-from workhorse.errors import QueueFull, StoreError
+from workhorse.errors import QueueFull, StoreError, StoreFull
 
 log = logging.getLogger("workhorse.backends.postgres")
 
@@ -32,9 +32,11 @@ QUEUE_FULL = "WH001"
 
 @contextlib.contextmanager
 def store_errors(where: str, timeout: float) -> Iterator[None]:
-    """Turn psycopg's errors into workhorse's: StoreError, or QueueFull."""
+    """Turn psycopg's errors into workhorse's: StoreError, or QueueFull, or StoreFull."""
     try:
         yield
+    except psycopg.errors.DiskFull as exc:
+        raise StoreFull(f"PostgreSQL at {where} is out of disk space: {exc}") from exc
     except PoolTimeout as exc:
         raise StoreError(
             f"no connection to PostgreSQL at {where} within {timeout:g} s: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workhorse import codec
 from workhorse.backends.base import JobRecord, State
 from workhorse.backends.postgres.schema import render
 
@@ -79,7 +80,8 @@ WITH clock AS (
     RETURNING id
 ), requeued AS (
     UPDATE {schema}.jobs
-    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL, token = NULL
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL, token = NULL,
+        error = %(lost)s, traceback = NULL
     WHERE state = 'running'
       AND (lease_expires_at < (SELECT now FROM clock) OR lease_owner IN (SELECT id FROM gone))
     RETURNING queue
@@ -187,7 +189,8 @@ def record(row: tuple[Any, ...]) -> JobRecord:
      result, error, traceback, checkin_message, checkin_at, unique_key, idempotency_key,
      cancel_requested) = row
     return JobRecord(
-        id=job_id, name=name, queue=queue, payload=bytes(payload), headers=dict(headers),
+        id=job_id, name=name, queue=queue, payload=bytes(payload),
+        headers=codec.headers_of(headers),
         priority=priority, timeout=timeout, state=State(state), attempt=attempt,
         run_at=run_at, enqueued_at=enqueued_at, started_at=started_at,
         finished_at=finished_at, lease_owner=lease_owner, lease_expires_at=lease_expires_at,

@@ -30,17 +30,20 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workhorse import codec
 from workhorse.backends.base import (
+    WORKER_LOST,
+    AttemptRecord,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -48,16 +51,17 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import new_token
-from workhorse.backends.redis import records
+from workhorse.backends.redis import admin, records
 from workhorse.backends.redis.loops import LoopClient, cancellable
 from workhorse.backends.redis.records import number, opt
 from workhorse.backends.redis.settings import DEFAULT_RESULT_TTL, parse_url
-from workhorse.errors import ConfigurationError, QueueFull, StoreError
+from workhorse.errors import ConfigurationError, QueueFull, StoreError, StoreFull
 
 T = TypeVar("T")
 
@@ -118,6 +122,11 @@ class RedisBackend:
             return await cancellable(call())
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") from exc
+        except RedisOutOfMemoryError as exc:
+            # Out of memory, Redis refuses a script's first write, never a later one: a script
+            # refused so has written nothing.
+            raise StoreFull(f"Redis at {self._settings.location} is out of memory: {exc}") \
+                from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self._settings.location} failed: {exc}") from exc
 
@@ -180,7 +189,7 @@ class RedisBackend:
             worker_id, limit, number(lease), new_token(), records.limits_arg(limits), *wanted])
         if token_wait:
             self._token_at = time.monotonic() + float(token_wait)
-        return records.job_records(rows)
+        return records.claimed_records(rows)
 
     async def ack(self, job_id: str, token: str, *, state: State, status: int,
                   result: bytes | None = None) -> bool:
@@ -246,7 +255,7 @@ class RedisBackend:
         await self._run("unregister", [worker_id], idempotent=True)
 
     async def reap(self, worker_ttl: float) -> int:
-        return int(await self._run("reap", [number(worker_ttl)]))
+        return int(await self._run("reap", [number(worker_ttl), WORKER_LOST]))
 
     async def pause(self, queue: str) -> None:
         await self._run("pause", [queue], idempotent=True)
@@ -294,6 +303,59 @@ class RedisBackend:
         members = cast("set[bytes]", await self._call(
             lambda: client.smembers(self._key("paused")), idempotent=True))
         return {records.text(member) for member in members}
+
+    # -- admin ----------------------------------------------------------------------------
+
+    async def count_jobs(self, *, state: State | None = None, queue: str | None = None,
+                         name: str | None = None) -> int:
+        return int(await self._run("count", [opt(None if state is None else state.value),
+                                             opt(queue), opt(name)], idempotent=True))
+
+    async def make_ready(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        return await self._in_chunks("make_ready", states, job_id, queue, name, limit)
+
+    async def delete_jobs(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        return await self._in_chunks("delete", states, job_id, queue, name, limit)
+
+    async def _in_chunks(self, script: str, states: Collection[State], job_id: str | None,
+                         queue: str | None, name: str | None, limit: int | None) -> int:
+        wanted = admin.states_arg(states)
+        total = 0
+        while limit is None or total < limit:
+            chunk = _CHUNK if limit is None else min(_CHUNK, limit - total)
+            count, more = await self._run(script, [wanted, opt(job_id), opt(queue), opt(name),
+                                                   chunk])
+            total += int(count)
+            if not more:
+                break
+        return total
+
+    async def attempt_history(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        return admin.histories(ids, await self._run("history", ids, idempotent=True))
+
+    async def scan(self, *, after: int = 0, limit: int = 500) -> ScanPage:
+        return admin.scan_page(await self._run("scan", [after, max(0, limit)],
+                                               idempotent=True))
+
+    async def restore(
+        self, records: Sequence[JobRecord],
+        histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
+    ) -> list[bool]:
+        args: list[Any] = []
+        for record in records:
+            args.extend(admin.restore_args(record, (histories or {}).get(record.id)))
+        if not args:
+            return []
+        return [bool(done) for done in await self._run("restore", args)]
 
     # -- waiting --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 -- skipping the handlers at their max concurrency or out of rate tokens.
 -- ARGV: ttl, worker id, limit, lease seconds, token prefix, limits (JSON name -> [max
 -- concurrency, rate, burst], -1 for none), queue...
--- Returns {seconds until a rate-limited handler has a token again or "", {job fields}...}.
+-- Returns {seconds until a rate-limited handler has a token again or "", {CLAIMED_FIELDS}...}.
 local now_text, now = clock()
 local worker, limit, lease, prefix = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local limits = cjson.decode(ARGV[6])
@@ -63,6 +63,12 @@ local function admit(name, queue, take)
   return true
 end
 
+-- What a claim returns of each job, in this order (records.claimed_records reads it): the
+-- fields a worker needs, without the ones a claim has just cleared.
+local CLAIMED_FIELDS = {'id', 'name', 'queue', 'payload', 'headers', 'priority', 'timeout',
+  'attempt', 'run_at', 'enqueued_at', 'started_at', 'lease_owner', 'lease_expires_at', 'token',
+  'status', 'error', 'traceback', 'unique_key', 'idempotency_key'}
+
 local function take_lease(jk, id, queue, name)
   local token = prefix .. '.' .. string.format('%x', #claimed + 1)
   local expires = num(now + lease)
@@ -73,7 +79,7 @@ local function take_lease(jk, id, queue, name)
   redis.call('ZADD', P .. 'running', expires, id)
   redis.call('HINCRBY', P .. 'running_by_name', name, 1)
   redis.call('HINCRBY', P .. 'running_by_queue', queue, 1)
-  claimed[#claimed + 1] = redis.call('HGETALL', jk)
+  claimed[#claimed + 1] = redis.call('HMGET', jk, unpack(CLAIMED_FIELDS))
 end
 
 local function printable(s)

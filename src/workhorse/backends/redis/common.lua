@@ -214,3 +214,21 @@ local function sweep_expired(key, with_jobs)
     end
   end
 end
+
+-- How many failed attempts a job's history keeps (base.HISTORY_LIMIT): the latest ones.
+local HISTORY_LIMIT = 10
+
+-- Append the attempt now ending to the job's history (the JSON list in field 'attempts';
+-- see base.AttemptRecord): status nil for a lost worker; times as the clock's exact text.
+local function record_attempt(key, status, err, traceback, finished_text)
+  local f = redis.call('HMGET', key, 'attempts', 'attempt', 'started_at')
+  local history = {}
+  if f[1] then
+    local ok, decoded = pcall(cjson.decode, f[1])
+    if ok and type(decoded) == 'table' then history = decoded end
+  end
+  history[#history + 1] = {attempt = tonumber(f[2]) or 0, status = tonumber(status or ''),
+    error = err, traceback = traceback, started_at = f[3] or nil, finished_at = finished_text}
+  while #history > HISTORY_LIMIT do table.remove(history, 1) end
+  redis.call('HSET', key, 'attempts', cjson.encode(history))
+end

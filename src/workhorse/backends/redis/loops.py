@@ -18,6 +18,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from workhorse.backends.redis.direct import DirectConnections
 from workhorse.backends.redis.scripts import Scripts
 from workhorse.backends.redis.settings import RedisSettings
 
@@ -52,7 +53,8 @@ class LoopClient:
     def __init__(self, settings: RedisSettings, on_closed: Callable[[LoopClient], None]) -> None:
         self.loop = asyncio.get_running_loop()
         self.client = Redis.from_pool(settings.new_pool())
-        self.scripts = Scripts(self.client)
+        self.direct = DirectConnections(self.client.connection_pool)
+        self.scripts = Scripts(self.direct)
         #: True once this client is closed: waits in progress end instead of reconnecting.
         self.closed = False
         self._channel = settings.prefix + "events"
@@ -77,6 +79,8 @@ class LoopClient:
                 raise  # the loop was closed with this task pending: nothing can run now
             if self._listener is not None:
                 await self._listener.stop()
+            with contextlib.suppress(RedisError, OSError):
+                await self.direct.close()
             with contextlib.suppress(RedisError, OSError):
                 await self.client.aclose()
             raise

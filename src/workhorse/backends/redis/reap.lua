@@ -1,5 +1,6 @@
 -- reap: requeue RUNNING jobs whose lease expired or whose worker has not beaten for
--- worker_ttl seconds, and forget such workers. ARGV: ttl, worker_ttl. Returns jobs requeued.
+-- worker_ttl seconds, their error set to the lost mark, and forget such workers.
+-- ARGV: ttl, worker_ttl, lost mark (base.WORKER_LOST). Returns jobs requeued.
 local now_text, now = clock()
 local gone, any_gone = {}, false
 local cutoff = '(' .. num(now - tonumber(ARGV[2]))
@@ -24,7 +25,9 @@ for _, id in ipairs(victims) do
     local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'priority', 'seq')
     if f[1] == 'running' then
       leave_running(key, id, f[2], f[3])
-      redis.call('HSET', key, 'state', 'ready')
+      redis.call('HSET', key, 'state', 'ready', 'error', ARGV[3])
+      redis.call('HDEL', key, 'traceback')
+      record_attempt(key, nil, ARGV[3], nil, now_text)
       ready_add(f[3], f[2], f[4], f[5], id)
       wake(f[3])
       requeued = requeued + 1

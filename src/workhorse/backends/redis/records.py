@@ -97,7 +97,7 @@ def job_record(hash_: Mapping[str, bytes]) -> JobRecord | None:
     return JobRecord(
         id=_text(get("id")) or "", name=_text(get("name")) or "",
         queue=_text(get("queue")) or "", payload=get("payload", b""),
-        headers=dict(codec.decode(headers)) if headers else {},
+        headers=codec.decode_headers(headers),
         priority=int(float(priority)) if priority is not None else 0,
         timeout=_real(get("timeout")), state=State(text(state)),
         attempt=int(float(attempt)) if attempt is not None else 0,
@@ -118,6 +118,27 @@ def _text(value: bytes | None) -> str | None:
 
 def _real(value: bytes | None) -> float | None:
     return None if value is None else float(value)
+
+
+def claimed_records(rows: Sequence[Sequence[bytes | None]]) -> list[JobRecord]:
+    """The RUNNING JobRecords of claim.lua's reply: CLAIMED_FIELDS of each job, in order."""
+    claimed: list[JobRecord] = []
+    for (id_, name, queue, payload, headers, priority, timeout, attempt, run_at, enqueued_at,
+         started_at, lease_owner, lease_expires_at, token, status, error, traceback,
+         unique_key, idempotency_key) in rows:
+        claimed.append(JobRecord(
+            id=_text(id_) or "", name=_text(name) or "", queue=_text(queue) or "",
+            payload=payload or b"", headers=codec.decode_headers(headers),
+            priority=int(float(priority)) if priority is not None else 0,
+            timeout=_real(timeout), state=State.RUNNING,
+            attempt=int(float(attempt)) if attempt is not None else 0,
+            run_at=_real(run_at) or 0.0, enqueued_at=_real(enqueued_at) or 0.0,
+            started_at=_real(started_at), lease_owner=_text(lease_owner),
+            lease_expires_at=_real(lease_expires_at), token=_text(token),
+            status=int(float(status)) if status is not None else None,
+            error=_text(error), traceback=_text(traceback), unique_key=_text(unique_key),
+            idempotency_key=_text(idempotency_key)))
+    return claimed
 
 
 def job_records(rows: Sequence[Sequence[bytes]]) -> list[JobRecord]:

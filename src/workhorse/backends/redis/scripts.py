@@ -8,18 +8,22 @@ result TTL in milliseconds, then its own arguments (see the header of each file)
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from workhorse.backends.redis.direct import DirectConnections
 
 NAMES = (
     "open", "enqueue", "claim", "settle", "checkin", "cancel",
     "cancel_all", "heartbeat", "unregister", "workers", "reap", "pause", "resume", "watch",
     "unwatch",
     "next_due", "stats", "list", "prune",
+    # admin
+    "count", "make_ready", "delete", "history", "scan", "restore",
 )
 
 
@@ -33,12 +37,21 @@ def sources() -> dict[str, str]:
 
 
 class Scripts:
-    """The scripts registered on one client; ``await scripts.run(name, keys, args)``."""
+    """The scripts, run on ``connections``; ``await scripts.run(name, keys, args)``."""
 
-    def __init__(self, client: Redis) -> None:
-        self._scripts = {name: client.register_script(text) for name, text in sources().items()}
+    def __init__(self, connections: DirectConnections) -> None:
+        self._connections = connections
+        self._sha = {name: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+                     for name, text in sources().items()}
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run script ``name`` (loading it into the server first if the server lost it)."""
-        script: AsyncScript = self._scripts[name]
-        return await script(keys=keys, args=args)
+        """Run script ``name`` (sending its source if the server does not have it)."""
+        try:
+            return await self._connections.execute(
+                "EVALSHA", self._sha[name], len(keys), *keys, *args)
+        except NoScriptError:
+            # The server's script cache is empty (a restart, SCRIPT FLUSH) and a NOSCRIPT
+            # reply means nothing ran. EVAL sends the source and runs it in one step (and
+            # caches it for the next EVALSHA), which no flush can come between.
+            return await self._connections.execute(
+                "EVAL", sources()[name], len(keys), *keys, *args)

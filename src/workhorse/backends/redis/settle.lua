@@ -21,6 +21,7 @@ local function retry(key, id, queue, run_at, status, err, traceback)
     'finished_at', now_text)
   set_or_clear(key, 'error', err)
   set_or_clear(key, 'traceback', traceback)
+  record_attempt(key, status, err, traceback, now_text)
   redis.call('ZADD', P .. 'retrying:' .. queue, run_at, id)
   wake(queue) -- an idle waiter learns the new due time
 end
@@ -29,6 +30,7 @@ local function bury(key, id, queue, status, err, traceback, keep)
   if keep then
     set_or_clear(key, 'error', err)
     set_or_clear(key, 'traceback', traceback)
+    record_attempt(key, status, err, traceback, now_text)
     finish(key, id, queue, 'dead', status, now_text)
   else
     local f = redis.call('HMGET', key, 'unique_key', 'idempotency_key')

@@ -14,12 +14,13 @@ import contextvars
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
 from workhorse.backends.base import (
     FINISHED_STATES,
+    AttemptRecord,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -27,12 +28,13 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import Waiters
-from workhorse.backends.sqlite import connection, moves, queries, schema
+from workhorse.backends.sqlite import admin, connection, moves, queries, schema
 from workhorse.backends.sqlite.connection import callers_connection, in_callers_transaction
 from workhorse.errors import StoreError
 
@@ -258,6 +260,46 @@ class SqliteBackend:
 
     async def paused(self) -> set[str]:
         return set(await self._read(queries.paused))
+
+    # -- admin ---------------------------------------------------------------------------
+
+    async def count_jobs(self, *, state: State | None = None, queue: str | None = None,
+                         name: str | None = None) -> int:
+        return await self._read(lambda conn: admin.count_jobs(conn, state, queue, name))
+
+    async def make_ready(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        moved = await self._write(
+            lambda conn: admin.make_ready(conn, states, job_id, queue, name, limit))
+        if moved:
+            self._work_changed()
+        return moved
+
+    async def delete_jobs(
+        self, *, states: Collection[State], job_id: str | None = None,
+        queue: str | None = None, name: str | None = None, limit: int | None = None,
+    ) -> int:
+        return await self._write(
+            lambda conn: admin.delete_jobs(conn, states, job_id, queue, name, limit))
+
+    async def attempt_history(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        return await self._read(lambda conn: admin.attempt_history(conn, job_ids))
+
+    async def scan(self, *, after: int = 0, limit: int = 500) -> ScanPage:
+        return await self._read(lambda conn: admin.scan(conn, after, limit))
+
+    async def restore(
+        self, records: Sequence[JobRecord],
+        histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
+    ) -> list[bool]:
+        if any(r.state is State.RUNNING for r in records):
+            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        done = await self._write(lambda conn: admin.restore(conn, records, histories or {}))
+        if any(done):
+            self._work_changed()
+        return done
 
     # -- waiting -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-from workhorse.errors import ConfigurationError, StoreError
+from workhorse.errors import ConfigurationError, StoreError, StoreFull
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ def retrying(attempt: Callable[[], T], *, retry_for: float) -> T:
     SQLite's busy timeout already waits for a lock, but some busy errors skip that handler
     (a checkpoint or WAL recovery in progress, a lock taken within a transaction), so the
     whole attempt is repeated until ``retry_for`` seconds have passed; then StoreError.
-    Any other SQLite error becomes a StoreError at once.
+    Any other SQLite error becomes a StoreError at once (StoreFull for a full disk).
     """
     deadline = time.monotonic() + retry_for
     pause = _FIRST_PAUSE
@@ -126,7 +126,7 @@ def retrying(attempt: Callable[[], T], *, retry_for: float) -> T:
             return attempt()
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                raise StoreError(f"SQLite failed: {exc}") from exc
+                raise _store_error(exc) from exc
             if time.monotonic() + pause > deadline:
                 raise StoreError(
                     f"the SQLite file stayed locked by another connection for more than "
@@ -135,7 +135,7 @@ def retrying(attempt: Callable[[], T], *, retry_for: float) -> T:
             time.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite failed: {exc}") from exc
+            raise _store_error(exc) from exc
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -210,4 +210,8 @@ def _implicit_transactions(conn: sqlite3.Connection) -> bool:
 def _store_error(exc: sqlite3.Error) -> StoreError:
     if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
         return StoreError(f"the SQLite file is locked by another connection ({exc})")
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        # The transaction was rolled back: nothing of it was written.
+        return StoreFull(f"the SQLite file cannot grow, the disk is full ({exc})")
     return StoreError(f"SQLite failed: {exc}")

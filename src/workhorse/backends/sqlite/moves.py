@@ -15,6 +15,7 @@ from typing import Any
 
 from workhorse import codec
 from workhorse.backends.base import (
+    WORKER_LOST,
     Enqueued,
     EnqueueOutcome,
     HeartbeatReply,
@@ -399,15 +400,16 @@ def unregister(conn: sqlite3.Connection, worker_id: str) -> None:
 
 
 def reap(conn: sqlite3.Connection, worker_ttl: float) -> int:
-    """Requeue RUNNING jobs with an expired lease or a silent worker; forget such workers."""
+    """Requeue RUNNING jobs with an expired lease or a silent worker, marked WORKER_LOST;
+    forget such workers."""
     now = time.time()
     gone = [worker_id for (worker_id,) in conn.execute(
         "DELETE FROM workhorse_workers WHERE last_beat < ? RETURNING id", (now - worker_ttl,)
     )]
     cursor = conn.execute(
-        f"UPDATE workhorse_jobs SET state = 'ready', {_LET_GO} WHERE state = 'running' "
-        f"AND (lease_expires_at < ? OR lease_owner IN ({marks(gone)}))",
-        (now, *gone),
+        f"UPDATE workhorse_jobs SET state = 'ready', error = ?, traceback = NULL, {_LET_GO} "
+        f"WHERE state = 'running' AND (lease_expires_at < ? OR lease_owner IN ({marks(gone)}))",
+        (WORKER_LOST, now, *gone),
     )
     return cursor.rowcount
 

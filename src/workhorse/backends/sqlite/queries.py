@@ -131,7 +131,7 @@ def record(row: Any) -> JobRecord:
      result, error, traceback, checkin_message, checkin_at, unique_key, idempotency_key,
      cancel_requested) = row
     return JobRecord(
-        id=job_id, name=name, queue=queue, payload=payload, headers=codec.decode(headers),
+        id=job_id, name=name, queue=queue, payload=payload, headers=codec.decode_headers(headers),
         priority=priority, timeout=timeout, state=State(state), attempt=attempt,
         run_at=run_at, enqueued_at=enqueued_at, started_at=started_at,
         finished_at=finished_at, lease_owner=lease_owner, lease_expires_at=lease_expires_at,

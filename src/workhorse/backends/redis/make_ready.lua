@@ -1,0 +1,87 @@
+-- make_ready: move jobs in the given states to READY, due now, keeping their attempt count and
+-- history; a job whose unique key a live job holds stays. By id, or by filters, at most
+-- `chunk` per call (so that no call blocks Redis for long).
+-- ARGV: ttl, states (comma-separated), id?, queue?, name?, chunk.
+-- Returns {jobs moved, 1 if there may be more}.
+local states = {}
+for s in string.gmatch(ARGV[2], '[^,]+') do states[s] = true end
+local job_id, queue, name, chunk = opt(ARGV[3]), opt(ARGV[4]), opt(ARGV[5]), tonumber(ARGV[6])
+local now_text = clock()
+local LIVE = {scheduled = true, ready = true, running = true, retrying = true}
+
+-- Move one job if it matches; true if it left the index it was found in.
+local function move(id)
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'state', 'queue', 'name', 'seq', 'priority', 'unique_key',
+    'idempotency_key')
+  local state, q, n, seq = f[1], f[2], f[3], f[4]
+  if not state or not states[state] or (queue and q ~= queue) or (name and n ~= name) then
+    return false
+  end
+  local unique = f[6]
+  if unique then
+    local holder = redis.call('GET', P .. 'unique:' .. unique)
+    if holder and holder ~= id and LIVE[redis.call('HGET', job_key(holder), 'state') or ''] then
+      return false
+    end
+  end
+  if FINISHED[state] then
+    redis.call('ZREM', P .. 'finished', id)
+    redis.call('ZREM', P .. state .. ':' .. q, id)
+    redis.call('PERSIST', key)
+    if f[7] then
+      local idem = P .. 'idem:' .. f[7]
+      if redis.call('GET', idem) == id then redis.call('PERSIST', idem) end
+    end
+  else
+    unqueue(id, state, q, n, seq)
+  end
+  if unique then redis.call('SET', P .. 'unique:' .. unique, id) end
+  redis.call('HSET', key, 'state', 'ready', 'run_at', now_text)
+  redis.call('HDEL', key, 'status', 'result', 'error', 'traceback', 'finished_at', 'checkin',
+    'checkin_at', 'cancel_requested')
+  ready_add(q, n, f[5], seq, id)
+  redis.call('SADD', P .. 'queues', q)
+  wake(q)
+  return true
+end
+
+if job_id then
+  if move(job_id) then return {1, 0} end
+  return {0, 0}
+end
+
+local moved = 0
+-- Walk an index; entries moved leave it, the others are stepped over.
+local function walk(key, ready)
+  local pos = 0
+  while moved < chunk do
+    local entries = redis.call('ZRANGE', key, pos, pos + 99)
+    if #entries == 0 then return end
+    for _, entry in ipairs(entries) do
+      if moved >= chunk then return end
+      local id = entry
+      if ready then id = member_id(entry) end
+      if id and move(id) then
+        moved = moved + 1
+      else
+        pos = pos + 1
+      end
+    end
+  end
+end
+
+for _, q in ipairs(queue and {queue} or redis.call('SMEMBERS', P .. 'queues')) do
+  for state in pairs(states) do
+    if state == 'ready' then
+      for _, n in ipairs(name and {name} or redis.call('SMEMBERS', names_key(q))) do
+        walk(ready_key(q, n), true)
+      end
+    else
+      walk(P .. state .. ':' .. q, false)
+    end
+  end
+end
+local more = 0
+if moved >= chunk then more = 1 end
+return {moved, more}
