@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import msgspec
 
 from workhorse import codec
-from workhorse.backends.base import AttemptRecord
+from workhorse.backends.base import AttemptRecord, JobRecord, State
 
 
 def new_token() -> str:
@@ -68,6 +68,12 @@ class Waiters:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def refuse_running(records: Sequence[JobRecord]) -> None:
+    """ValueError if ``records`` (to ``restore``) hold a RUNNING job."""
+    if any(r.state is State.RUNNING for r in records):
+        raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
 
 
 def history_to_json(history: Sequence[AttemptRecord]) -> bytes:

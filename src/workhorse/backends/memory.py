@@ -33,7 +33,7 @@ from workhorse.backends.base import (
     State,
     WorkerInfo,
 )
-from workhorse.backends.common import Waiters, new_token, refill
+from workhorse.backends.common import Waiters, new_token, refill, refuse_running
 from workhorse.errors import ConfigurationError, QueueFull
 from workhorse.status import Status
 
@@ -549,8 +549,7 @@ class MemoryBackend:
         self, records: Sequence[JobRecord],
         histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
     ) -> list[bool]:
-        if any(r.state is State.RUNNING for r in records):
-            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        refuse_running(records)
         done: list[bool] = []
         with self._lock:
             for given in records:

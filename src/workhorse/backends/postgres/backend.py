@@ -36,7 +36,7 @@ from workhorse.backends.base import (
     State,
     WorkerInfo,
 )
-from workhorse.backends.common import history_from_items, history_to_json, new_token
+from workhorse.backends.common import history_from_items, history_to_json, new_token, refuse_running
 from workhorse.backends.postgres import admin, config, schema
 from workhorse.backends.postgres.connections import Listener, LoopConnections, store_errors
 from workhorse.backends.postgres.outbox import Params, callers_connection, in_callers_transaction
@@ -393,8 +393,7 @@ class PostgresBackend:
         self, records: Sequence[JobRecord],
         histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
     ) -> list[bool]:
-        if any(r.state is State.RUNNING for r in records):
-            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        refuse_running(records)
         if not records:
             return []
         kept = histories or {}

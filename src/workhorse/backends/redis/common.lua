@@ -232,3 +232,52 @@ local function record_attempt(key, status, err, traceback, finished_text)
   while #history > HISTORY_LIMIT do table.remove(history, 1) end
   redis.call('HSET', key, 'attempts', cjson.encode(history))
 end
+
+-- States given to an admin script as comma-separated text, as a set.
+local function state_set(text)
+  local set = {}
+  for s in string.gmatch(text, '[^,]+') do set[s] = true end
+  return set
+end
+
+-- Apply `act(id)` to the job `job_id` alone, or else to up to `chunk` jobs found in the
+-- `states` indexes of `queue` (every queue when nil), the READY sets of handler `name` only
+-- when given. `act` returns true when the job left the index it was found in. Returns
+-- {jobs acted on, 1 if the chunk filled and more may match, else 0}.
+local function for_matching(job_id, queue, name, states, chunk, act)
+  if job_id then
+    if act(job_id) then return {1, 0} end
+    return {0, 0}
+  end
+  local acted = 0
+  local function walk(key, ready)
+    local pos = 0
+    while acted < chunk do
+      local entries = redis.call('ZRANGE', key, pos, pos + 99)
+      if #entries == 0 then return end
+      for _, entry in ipairs(entries) do
+        if acted >= chunk then return end
+        local id = entry
+        if ready then id = member_id(entry) end
+        if id and act(id) then
+          acted = acted + 1
+        else
+          pos = pos + 1 -- stepped over: it stays in the index
+        end
+      end
+    end
+  end
+  for _, q in ipairs(queue and {queue} or redis.call('SMEMBERS', P .. 'queues')) do
+    for state in pairs(states) do
+      if state == 'ready' then
+        for _, n in ipairs(name and {name} or redis.call('SMEMBERS', names_key(q))) do
+          walk(ready_key(q, n), true)
+        end
+      else
+        walk(P .. state .. ':' .. q, false)
+      end
+    end
+  end
+  if acted >= chunk then return {acted, 1} end
+  return {acted, 0}
+end

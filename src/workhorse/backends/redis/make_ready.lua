@@ -3,8 +3,7 @@
 -- `chunk` per call (so that no call blocks Redis for long).
 -- ARGV: ttl, states (comma-separated), id?, queue?, name?, chunk.
 -- Returns {jobs moved, 1 if there may be more}.
-local states = {}
-for s in string.gmatch(ARGV[2], '[^,]+') do states[s] = true end
+local states = state_set(ARGV[2])
 local job_id, queue, name, chunk = opt(ARGV[3]), opt(ARGV[4]), opt(ARGV[5]), tonumber(ARGV[6])
 local now_text = clock()
 local LIVE = {scheduled = true, ready = true, running = true, retrying = true}
@@ -46,42 +45,4 @@ local function move(id)
   return true
 end
 
-if job_id then
-  if move(job_id) then return {1, 0} end
-  return {0, 0}
-end
-
-local moved = 0
--- Walk an index; entries moved leave it, the others are stepped over.
-local function walk(key, ready)
-  local pos = 0
-  while moved < chunk do
-    local entries = redis.call('ZRANGE', key, pos, pos + 99)
-    if #entries == 0 then return end
-    for _, entry in ipairs(entries) do
-      if moved >= chunk then return end
-      local id = entry
-      if ready then id = member_id(entry) end
-      if id and move(id) then
-        moved = moved + 1
-      else
-        pos = pos + 1
-      end
-    end
-  end
-end
-
-for _, q in ipairs(queue and {queue} or redis.call('SMEMBERS', P .. 'queues')) do
-  for state in pairs(states) do
-    if state == 'ready' then
-      for _, n in ipairs(name and {name} or redis.call('SMEMBERS', names_key(q))) do
-        walk(ready_key(q, n), true)
-      end
-    else
-      walk(P .. state .. ':' .. q, false)
-    end
-  end
-end
-local more = 0
-if moved >= chunk then more = 1 end
-return {moved, more}
+return for_matching(job_id, queue, name, states, chunk, move)

@@ -33,7 +33,7 @@ from workhorse.backends.base import (
     State,
     WorkerInfo,
 )
-from workhorse.backends.common import Waiters
+from workhorse.backends.common import Waiters, refuse_running
 from workhorse.backends.sqlite import admin, connection, moves, queries, schema
 from workhorse.backends.sqlite.connection import callers_connection, in_callers_transaction
 from workhorse.errors import StoreError
@@ -294,8 +294,7 @@ class SqliteBackend:
         self, records: Sequence[JobRecord],
         histories: Mapping[str, Sequence[AttemptRecord]] | None = None,
     ) -> list[bool]:
-        if any(r.state is State.RUNNING for r in records):
-            raise ValueError("a RUNNING job cannot be restored: its lease is not portable")
+        refuse_running(records)
         done = await self._write(lambda conn: admin.restore(conn, records, histories or {}))
         if any(done):
             self._work_changed()
