@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +14,11 @@ import pytest
 from starlette.applications import Starlette
 
 import workhorse as wh
+from tests.conformance.conftest import POSTGRES_URL, REDIS_URL, cleanup
 from tests.web.populate import populate
 from tests.web.webapp import make_app
 from workhorse.web import dashboard
 
-REDIS_URL = os.environ.get("WORKHORSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("WORKHORSE_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -36,29 +33,6 @@ def store_url(kind: str, tmp_path: Path) -> str:
     return f"{POSTGRES_URL}?schema={private}"
 
 
-async def drop_store(url: str) -> None:
-    """Remove what a test left on a server store."""
-    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-    if url.startswith("redis"):
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(url.split("?")[0])
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{{{query['namespace']}}}*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-    elif url.startswith("postgres"):
-        import psycopg
-
-        conn = await psycopg.AsyncConnection.connect(url.split("?")[0], autocommit=True)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{query["schema"]}" CASCADE')
-        finally:
-            await conn.close()
-
-
 # Server stores are always collected, so an unreachable server fails the run, never skips.
 @pytest.fixture(params=["sqlite", "redis", "postgresql"])
 async def seeded(request: pytest.FixtureRequest,
@@ -70,7 +44,7 @@ async def seeded(request: pytest.FixtureRequest,
         yield app, await populate(app)
     finally:
         await app.close()
-        await drop_store(url)
+        await cleanup(url)
 
 
 @pytest.fixture
