@@ -12,16 +12,26 @@ from pathlib import Path
 import pytest
 
 import workhorse as wh
-from tests.conformance.conftest import POSTGRES_URL, REDIS_URL, cleanup, private_namespace
+from tests.conformance.conftest import (
+    BACKENDS,
+    POSTGRES_URL,
+    REDIS_URL,
+    cleanup,
+    private_namespace,
+)
 from tests.conformance.seeding import Seeded, as_moved, seed
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-@pytest.fixture
-def url(tmp_path):
-    return "sqlite:///" + str(tmp_path / "admin.db")
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
+def url(request, tmp_path):
+    """A store of each kind that outlives a process (memory:// cannot be shared with the
+    CLI's processes); server stores get a private namespace or schema, removed after."""
+    store = BACKENDS[request.param](tmp_path)
+    yield store
+    asyncio.run(cleanup(store))
 
 
 @pytest.fixture
@@ -154,6 +164,7 @@ def test_dump_and_shell_completion(env, jobs):
     assert queues.split() == ["plain,q", "plain,work"]
 
 
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_a_snapshot_moves_sqlite_to_redis_to_postgres(env, jobs, url, tmp_path):
     redis_url = private_namespace(REDIS_URL, "namespace")(tmp_path)
     postgres_url = private_namespace(POSTGRES_URL, "schema")(tmp_path)
