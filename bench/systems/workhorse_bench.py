@@ -80,7 +80,9 @@ class WorkhorseSystem(System):
     # -- driver side --------------------------------------------------------------------------
 
     def worker_commands(self, processes: int) -> list[list[str]]:
-        return repeat([str(BIN / "workhorse"), "worker", f"{__name__}:app"], processes)
+        # --log-level WARNING, like the other systems' workers: no per-job INFO line.
+        return repeat([str(BIN / "workhorse"), "worker", f"{__name__}:app",
+                       "--log-level", "WARNING"], processes)
 
     def worker_env(self) -> dict[str, str]:
         env = {ENV_WORKHORSE_URL: self.url}

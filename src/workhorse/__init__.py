@@ -33,10 +33,14 @@ from workhorse.errors import StoreError as StoreError
 from workhorse.errors import StoreFull as StoreFull
 from workhorse.errors import UnknownHandlerError as UnknownHandlerError
 from workhorse.errors import WorkhorseError as WorkhorseError
+from workhorse.hooks import JobEvent as JobEvent
 from workhorse.job import Job as Job
 from workhorse.local import LocalWorker as LocalWorker
 from workhorse.producer import EnqueueRequest as EnqueueRequest
 from workhorse.ref import JobRef as JobRef
+from workhorse.results import Drop as Drop
+from workhorse.results import Result as Result
+from workhorse.results import ResultSubscription as ResultSubscription
 from workhorse.schedule import Schedule as Schedule
 from workhorse.status import Outcome as Outcome
 from workhorse.status import Status as Status
@@ -55,10 +59,12 @@ __all__ = [
     "ConcurrentJob",
     "ConfigurationError",
     "Context",
+    "Drop",
     "EnqueueRequest",
     "Handler",
     "Job",
     "JobError",
+    "JobEvent",
     "JobFailed",
     "JobNotFound",
     "JobRef",
@@ -68,6 +74,8 @@ __all__ = [
     "Page",
     "QueueFull",
     "QueueInfo",
+    "Result",
+    "ResultSubscription",
     "Schedule",
     "SerializationError",
     "State",

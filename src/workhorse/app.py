@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from typing_extensions import Unpack
 
 from workhorse.backends import create_backend
-from workhorse.backends.base import Backend, EnqueueOutcome, State
+from workhorse.backends.base import Backend, Enqueued, EnqueueOutcome, NewJob, State
 from workhorse.errors import ConfigurationError, QueueFull
+from workhorse.hooks import Hook, Hooks, JobEvent
 from workhorse.job import DEFAULT_QUEUE, Job
 from workhorse.options import HandlerOptionsDict
 from workhorse.producer import EnqueueRequest, build_new_job
 from workhorse.ref import JobRef
 from workhorse.registry import Registration, Registry
+from workhorse.results import Drop, ResultHub, ResultSubscription, close_subscriptions
 from workhorse.schedule import Schedule
 from workhorse.types import Adapter, HandlerFunc
 
@@ -58,8 +60,12 @@ class App:
         self.schedules: list[Schedule] = []
         self.max_sizes: dict[str, int] = {}
         self.retention_policy = Retention()
+        #: The lifecycle hooks registered with ``hooks()``.
+        self.lifecycle_hooks = Hooks()
         self._backend: Backend | None = None
         self._opened = False
+        #: Per event loop, the fan-out of result subscriptions (see results.py).
+        self._result_hubs: dict[asyncio.AbstractEventLoop, ResultHub] = {}
 
     # -- handlers and middleware -------------------------------------------------------------
 
@@ -137,6 +143,20 @@ class App:
         rest. Live jobs are never pruned."""
         self.retention_policy = Retention(ttl=ttl, max_entries=max_entries)
 
+    def hooks(self, *, on_queued: Hook | None = None, on_start: Hook | None = None,
+              on_finish: Hook | None = None) -> None:
+        """Register lifecycle hooks, each called with a ``JobEvent`` (sync or async).
+
+        ``on_queued``: in the producer, once the store accepted a new job (not for
+        duplicates; with ``connection=``, once written in the caller's transaction, which
+        may still roll back). ``on_start``: in the worker, as a run starts. ``on_finish``:
+        as a run's outcome is known, once per attempt, before the store records it. The
+        LocalWorker calls them too. Calls add to the hooks given before; hooks of one kind
+        are called in registration order, and one that raises is logged and does not affect
+        the job.
+        """
+        self.lifecycle_hooks.add(on_queued, on_start, on_finish)
+
     # -- the store ----------------------------------------------------------------------------
 
     async def backend(self) -> Backend:
@@ -150,6 +170,7 @@ class App:
 
     async def close(self) -> None:
         """Close the store's connections and threads."""
+        await close_subscriptions(self)
         backend, self._backend = self._backend, None
         self._opened = False
         if backend is not None:
@@ -218,8 +239,20 @@ class App:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
+        if self.lifecycle_hooks.on_queued:
+            await self._queued(requests, new_jobs, results)
         return [None if r.outcome is EnqueueOutcome.DUPLICATE else JobRef(self, r.id)
                 for r in results]
+
+    async def _queued(self, requests: list[EnqueueRequest], new_jobs: list[NewJob],
+                      results: list[Enqueued]) -> None:
+        accepted_at = time.time()
+        for request, job, result in zip(requests, new_jobs, results, strict=True):
+            if result.outcome is EnqueueOutcome.CREATED:
+                await self.lifecycle_hooks.emit(JobEvent(
+                    "queued", id=result.id, name=job.name, queue=job.queue, attempt=0,
+                    state=result.state, enqueued_at=accepted_at, run_at=job.run_at,
+                    args=request.args))
 
     def enqueue_sync(self, name: str, args: Any = None, **options: Any) -> JobRef | None:
         """``enqueue`` for sync callers (Django, Flask, scripts): same arguments."""
@@ -283,6 +316,23 @@ class App:
             # Polling: "idle" spans every queue and process, and no store notifies it.
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    def subscribe_results(
+        self, buffer: int = 100, drop: Drop = Drop.NEWEST, *,
+        job_ids: Iterable[str] | None = None, names: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
+    ) -> ResultSubscription:
+        """Subscribe to the results of jobs finishing from now on, in any process on the
+        store: ``async with app.subscribe_results(100) as results: async for r in results``.
+
+        Up to ``buffer`` results wait to be read; when full, ``drop`` picks which is lost
+        (``Drop.NEWEST``: the new one; ``Drop.OLDEST``: the oldest buffered), counted in
+        ``dropped``. ``job_ids``, ``names`` and ``queues`` keep only matching jobs.
+        Listening starts at ``async with`` (or the first ``async for`` step) and stops at
+        ``close()``; the store's listener stops with the last subscription.
+        """
+        return ResultSubscription(self, buffer, drop, job_ids=job_ids, names=names,
+                                  queues=queues)
 
     async def prune(self) -> int:
         """Apply the retention policy now; returns how many finished jobs were deleted."""

@@ -75,14 +75,23 @@ for _command in [*ADMIN_COMMANDS, *MOVE_COMMANDS]:
               help="Seconds running jobs get to finish on SIGTERM before they are released "
                    "to run again (default 30).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per log record.")
+@click.option("--log-payloads", is_flag=True,
+              help="Put job args and results in the job log lines (they may hold personal "
+                   "data).")
+@click.option("--metrics-port", default=None, type=int,
+              help="Serve /healthz and /readyz on this port (with -p, process i on PORT+i).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,
+              help="Address the --metrics-port server binds.")
 def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
            lease: float | None, heartbeat: float | None, reap_interval: float | None,
-           grace: float | None, log_level: str) -> None:
+           grace: float | None, log_level: str, log_format: str, log_payloads: bool,
+           metrics_port: int | None, metrics_host: str) -> None:
     """Run a worker for MODULE:APP until SIGINT/SIGTERM (a second signal stops at once)."""
     if processes > 1:
         sys.exit(_run_processes(app_spec, processes))
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging(log_level, log_format)
     app = load_app(app_spec)
     from workhorse.backends import redact_url
     from workhorse.worker import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Worker
@@ -91,15 +100,35 @@ def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
         runner = Worker(app, concurrency=concurrency, queues=queues,
                         lease=lease or DEFAULT_LEASE, heartbeat=heartbeat,
                         reap_interval=reap_interval or DEFAULT_REAP_INTERVAL,
-                        grace=30.0 if grace is None else grace)
-        click.echo(f"workhorse worker {runner.id}: {redact_url(app.url)}, queues {runner.queues}, "
-                   f"concurrency {concurrency}", err=True)
+                        grace=30.0 if grace is None else grace, log_payloads=log_payloads)
+        log = logging.getLogger("workhorse.cli")
+        log.info("workhorse worker %s: %s, queues %s, concurrency %d", runner.id,
+                 redact_url(app.url), runner.queues, concurrency)
+        server = None
+        if metrics_port is not None:
+            from workhorse.health import serve_worker
+
+            server = serve_worker(runner, metrics_port, metrics_host)
+            log.info("serving %s on %s:%d", ", ".join(server.paths), metrics_host, server.port)
         try:
             await runner.run()
         finally:
+            if server is not None:
+                server.stop()
             await app.close()
 
     asyncio.run(serve())
+
+
+def _configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from workhorse.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _run_processes(app_spec: str, processes: int) -> int:
@@ -110,8 +139,8 @@ def _run_processes(app_spec: str, processes: int) -> int:
             index = args.index(flag)
             del args[index:index + 2]
     args = [a for a in args if not a.startswith("--processes=")]
-    children = [subprocess.Popen([sys.executable, "-m", "workhorse", *args])
-                for _ in range(processes)]
+    children = [subprocess.Popen([sys.executable, "-m", "workhorse", *_nth_port(args, i)])
+                for i in range(processes)]
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -121,6 +150,17 @@ def _run_processes(app_spec: str, processes: int) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     return max(child.wait() for child in children)
+
+
+def _nth_port(args: list[str], index: int) -> list[str]:
+    """``args`` with ``--metrics-port PORT`` made ``PORT + index``: one port per process."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--metrics-port" and i + 1 < len(out):
+            out[i + 1] = str(int(out[i + 1]) + index)
+        elif arg.startswith("--metrics-port="):
+            out[i] = f"--metrics-port={int(arg.split('=', 1)[1]) + index}"
+    return out
 
 
 @main.command()

@@ -93,7 +93,8 @@ async def run_demo(count: int = 200, concurrency: int = 8, url: str | None = Non
     expected = len(batch) + 1
     cron_runs_wanted = 2
 
-    worker = Worker(app, concurrency=concurrency, poll_interval=0.1)
+    # The demo draws its own progress and table: no job log lines across them.
+    worker = Worker(app, concurrency=concurrency, poll_interval=0.1, log_runs=False)
     started = time.perf_counter()
     batch_seconds: float | None = None
     await worker.start()

@@ -12,9 +12,12 @@ from typing import Any, Literal, Self, overload
 from typing_extensions import Unpack
 
 from workhorse.app import App
+from workhorse.backends.base import State
+from workhorse.hooks import EventKind
 from workhorse.job import Job
 from workhorse.options import HandlerOptionsDict
 from workhorse.registry import Registration
+from workhorse.reports import finish_state, local_event, log_finish, wants_line
 from workhorse.runner import Runner
 from workhorse.tasks import TaskSet
 from workhorse.types import HandlerFunc
@@ -29,17 +32,23 @@ class LocalWorker:
     """Runs jobs in-process through the same handlers and middleware as the durable worker.
 
     Args are not serialized, so they may be any Python object. At most ``concurrency``
-    runs are in progress at once; further runs wait their turn.
+    runs are in progress at once; further runs wait their turn. Each run is logged on
+    ``workhorse.job`` unless ``log_runs=False`` (args and results only with
+    ``log_payloads=True``), and calls the app's lifecycle hooks: on_queued as it is
+    accepted, on_start, on_finish (in-process runs are never retried).
 
         async with wh.LocalWorker(app, concurrency=8) as w:
             done = await w.perform(wh.Job("publish", args={...}), sync=True)
     """
 
-    def __init__(self, app: App, *, concurrency: int = 8, name: str = "local") -> None:
+    def __init__(self, app: App, *, concurrency: int = 8, name: str = "local",
+                 log_runs: bool = True, log_payloads: bool = False) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.app = app
         self.concurrency = concurrency
+        self.log_runs = log_runs
+        self.log_payloads = log_payloads
         self._runner = Runner(app, threads=concurrency, thread_name=f"workhorse-{name}")
         self._slots: asyncio.Semaphore | None = None
         self._runs = TaskSet(f"{name}-run")
@@ -117,8 +126,9 @@ class LocalWorker:
         run.run_at = time.time() + max(delay, 0.0)
 
         async def later() -> Job[Any]:
+            await self._emit("queued", run)
             await asyncio.sleep(max(delay, 0.0))
-            return await self._run(run)
+            return await self._run(run, queued=True)
 
         return self._runs.spawn(later(), f"perform_in:{job.name}:{run.id}")
 
@@ -191,15 +201,35 @@ class LocalWorker:
             raise RuntimeError("LocalWorker is not started: use `async with` or await start()")
         self.app.registry.get(job.name)  # raises UnknownHandlerError at once, in-process
 
-    async def _run(self, job: Job[Any], *, holding_slot: bool = False) -> Job[Any]:
+    async def _run(self, job: Job[Any], *, holding_slot: bool = False,
+                   queued: bool = False) -> Job[Any]:
         assert self._slots is not None
+        if not queued:
+            await self._emit("queued", job)
         if not holding_slot:
             await self._slots.acquire()
         try:
             job.attempt += 1
-            return await self._runner.run(job)
+            await self._emit("start", job)
+            try:
+                return await self._runner.run(job)
+            finally:
+                await self._finished(job)
         finally:
             self._slots.release()
+
+    async def _emit(self, kind: EventKind, job: Job[Any]) -> None:
+        hooks = self.app.lifecycle_hooks
+        if hooks.of(kind):
+            await hooks.emit(local_event(kind, job))
+
+    async def _finished(self, job: Job[Any]) -> None:
+        """Report a run that ended: the job log line, then the on_finish hooks."""
+        failed = finish_state(job.status) is State.DEAD
+        level = logging.WARNING if failed else logging.INFO
+        if self.log_runs and wants_line(job, level):
+            log_finish(local_event("finish", job), level, payloads=self.log_payloads)
+        await self._emit("finish", job)
 
 
 def _call_when_done(callback: Callable[[], None]) -> Callable[[asyncio.Task[Any]], None]:

@@ -33,6 +33,7 @@ from workhorse.job import Job, new_job_id
 from workhorse.lease_keeper import LeaseKeeper
 from workhorse.options import HandlerOptions
 from workhorse.queues import parse_queues, weighted_order
+from workhorse.reports import finish_event, log_finish, start_event, wants_line
 from workhorse.retry import Action, decide
 from workhorse.runner import Runner
 from workhorse.settler import Settler
@@ -85,6 +86,7 @@ class Worker:
         reap_interval: float = DEFAULT_REAP_INTERVAL, worker_ttl: float | None = None,
         poll_interval: float = 1.0, grace: float = 30.0, schedules: bool = True,
         prune_interval: float = 60.0, prefetch: int | None = None,
+        log_runs: bool = True, log_payloads: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -103,6 +105,10 @@ class Worker:
         self.run_schedules = schedules
         self.prune_interval = prune_interval
         self.prefetch = prefetch
+        #: Log one line per run on ``workhorse.job``; with its args and result only if
+        #: ``log_payloads`` (they may hold personal data).
+        self.log_runs = log_runs
+        self.log_payloads = log_payloads
         #: A moving average of handler run times, for the adaptive prefetch.
         self._run_time = PREFETCH_BELOW
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[-8:]}"
@@ -357,16 +363,20 @@ class Worker:
         token = record.token or ""
         #: How the store should record this run; None when it must record nothing.
         settlement: Settlement | None = None
+        job: Job[Any] | None = None
         try:
             settlement = self._lost_too_often(record)
+            if settlement is None:
+                try:
+                    job = job_from_record(record)
+                except Exception as exc:
+                    settlement = Settlement(record.id, token, State.DEAD, Status.BAD_REQUEST,
+                                            error=str(exc))
+            if self.app.lifecycle_hooks.on_start:
+                await self.app.lifecycle_hooks.emit(start_event(record, job, self.id))
             if settlement is not None:
                 return
-            try:
-                job = job_from_record(record)
-            except Exception as exc:
-                settlement = Settlement(record.id, token, State.DEAD, Status.BAD_REQUEST,
-                                        error=str(exc))
-                return
+            assert job is not None
 
             async def checkin(_: Job[Any], message: str) -> None:
                 await backend.checkin(record.id, token, message)
@@ -393,12 +403,31 @@ class Worker:
         finally:
             self._free_slot(running)
             self.processed += 1
-            if settlement is None:
-                self._forget(running)
-            else:
-                # The run's task ends here; the settler records it with others, and the job
-                # stays in _running (its lease renewed) until the store has it.
-                self._submit(running, settlement)
+            try:
+                await self._finished(record, job, settlement)
+            finally:
+                if settlement is None:
+                    self._forget(running)
+                else:
+                    # The run's task ends here; the settler records it with others, and the
+                    # job stays in _running (its lease renewed) until the store has it.
+                    self._submit(running, settlement)
+
+    async def _finished(self, record: JobRecord, job: Job[Any] | None,
+                        settlement: Settlement | None) -> None:
+        """Report a run that ended: the job log line, then the on_finish hooks."""
+        hooks = self.app.lifecycle_hooks
+        quiet = settlement is not None and settlement.state in (
+            State.SUCCEEDED, State.CANCELLED, State.READY)
+        level = logging.INFO if quiet else logging.WARNING
+        log_it = self.log_runs and wants_line(job, level)
+        if not (hooks.on_finish or log_it):
+            return
+        event = finish_event(record, job, settlement, self.id)
+        if log_it:
+            log_finish(event, level, payloads=self.log_payloads)
+        if hooks.on_finish:
+            await hooks.emit(event)
 
     def _lost_too_often(self, record: JobRecord) -> Settlement | None:
         """The DEAD settlement of a job whose previous attempt the reaper marked lost, when

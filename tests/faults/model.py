@@ -3,10 +3,11 @@
 The model holds what every job of a store must look like after each move: its state, attempt,
 token, lease, due time and status. It is exact between moves. During a move whose effect
 depends on the store's clock (claim promotes jobs due by its "now", reap requeues leases that
-expired before its "now"), the model only knows that clock to within the window
-``[before, after]`` of store times read around the call; ``due_states`` and ``reap_states``
-give the set of states a job may then be in, and the test adopts what it observes only if it
-is in that set and the move from the old state is a legal one (``MJob.move``).
+expired before its "now", or cancels their jobs if a cancel was asked for), the model only
+knows that clock to within the window ``[before, after]`` of store times read around the
+call; ``due_states`` and ``reap_states`` give the set of states a job may then be in, and the
+test adopts what it observes only if it is in that set and the move from the old state is a
+legal one (``MJob.move``).
 """
 
 from __future__ import annotations
@@ -168,15 +169,23 @@ class Model:
             return frozenset({m.state, S.READY})
         return frozenset({m.state})
 
+    @staticmethod
+    def unacked_state(m: MJob) -> State:
+        """The state a RUNNING job takes when it leaves RUNNING without its worker's ack
+        (reaped, or released): READY, or CANCELLED if a user asked to cancel it, so that
+        the cancel is not lost with its worker."""
+        return S.CANCELLED if m.cancel_requested else S.READY
+
     def reap_states(self, m: MJob, gone: Iterable[str], before: float,
                     after: float) -> frozenset[State]:
         """The states a RUNNING job may be in after a reap that read the store clock somewhere
         in ``[before, after]`` and forgot the workers ``gone``."""
         assert m.lease_expires_at is not None
+        reaped = self.unacked_state(m)
         if m.lease_expires_at < before or m.owner in set(gone):
-            return frozenset({S.READY})
+            return frozenset({reaped})
         if m.lease_expires_at < after:
-            return frozenset({S.RUNNING, S.READY})
+            return frozenset({S.RUNNING, reaped})
         return frozenset({S.RUNNING})
 
     def prune_doomed(self, finished_before: float | None, keep: int | None) -> set[str]:

@@ -595,7 +595,13 @@ class BackendMachine(RuleBasedStateMachine):
         check(record is not None, f"{self.alias(job_id)} vanished after {move}")
         assert record is not None
         m.let_go()
-        if move == "release":
+        if move == "release" and model.unacked_state(m) is S.CANCELLED:
+            # A cancel was asked for: the job ends CANCELLED as if acked so, attempt counted.
+            m.move(S.CANCELLED, "release of a job whose cancel was asked for")
+            m.status = 499
+            self.count("release: cancelled")
+            self._finished_within(m, record, before, after)
+        elif move == "release":
             m.move(S.READY, "release")
             m.attempt -= 1
             m.claims[-1] = (m.claims[-1][0], True)
@@ -606,10 +612,20 @@ class BackendMachine(RuleBasedStateMachine):
             state, status = FINISHING[move]
             m.move(state, move)
             m.status = status
-            check(record.finished_at is not None and before <= record.finished_at <= after,
-                  f"{self.alias(job_id)} finished at {record.finished_at}, outside "
-                  f"{before}..{after}")
-            m.finished_at = record.finished_at
+            self._finished_within(m, record, before, after)
+
+    def _finished_within(self, m: MJob, record: JobRecord | None, before: float,
+                         after: float) -> None:
+        """Check that the stored job finished, in the model's state, within
+        ``[before, after]``; adopt its finish time."""
+        check(record is not None and record.state is m.state,
+              f"{self.alias(m.id)} is {getattr(record, 'state', None)}, expected {m.state}")
+        check(record is not None and record.finished_at is not None
+              and before <= record.finished_at <= after,
+              f"{self.alias(m.id)} finished at {getattr(record, 'finished_at', None)}, "
+              f"outside {before}..{after}")
+        assert record is not None
+        m.finished_at = record.finished_at
 
     def settle_many(self, slot: int, chosen: list[str], repeat: bool) -> None:
         """A worker ends up to three of its runs in one ``settle`` call, maybe naming the
@@ -772,6 +788,14 @@ class BackendMachine(RuleBasedStateMachine):
                 m.move(S.READY, "reap")
                 m.let_go()
                 moved += 1
+                self.touched.add(m.id)
+            elif state is S.CANCELLED:
+                # Its cancel was asked for: it ends as if acked so, and is not counted.
+                self.say(f"  {self.alias(m.id)} cancelled")
+                m.move(S.CANCELLED, "reap of a job whose cancel was asked for")
+                m.let_go()
+                m.status = 499
+                self._finished_within(m, self.get(m.id), before, after)
                 self.touched.add(m.id)
         check(requeued == moved, f"reap returned {requeued}, but {moved} jobs were requeued")
         for worker_id in gone:

@@ -136,7 +136,8 @@ def test_bad_parameters_are_configuration_errors(query):
 async def test_every_table_lives_in_the_schema_of_the_url(backend, private):
     rows = await fetch("SELECT table_name FROM information_schema.tables "
                        "WHERE table_schema = %s ORDER BY 1", private.name)
-    assert [name for (name,) in rows] == ["buckets", "jobs", "migrations", "paused", "workers"]
+    assert [name for (name,) in rows] == ["buckets", "jobs", "migrations", "paused",
+                                          "result_listening", "workers"]
     [done] = await backend.enqueue([new_job()])
     assert await fetch(f'SELECT id FROM "{private.name}".jobs') == [(done.id,)]
 

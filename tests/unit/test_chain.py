@@ -181,15 +181,28 @@ async def test_logging_adapter_emits_structured_fields(caplog):
         if job.args.get("fail"):
             raise wh.JobError(503, "smtp down")
 
-    caplog.set_level(logging.INFO, logger="workhorse.jobs")
-    ok = await run_once(app, wh.Job("greet", queue="mail"))
+    caplog.set_level(logging.INFO, logger="workhorse.job")
+    ok = await run_once(app, wh.Job("greet", queue="mail", args={"email": "a@b.c"}))
     bad = await run_once(app, wh.Job("greet", args={"fail": True}))
-    first, second = (r for r in caplog.records if r.name == "workhorse.jobs")
+    # One line per run: the adapter's, so the LocalWorker running them logs none of its own.
+    first, second = (r for r in caplog.records if r.name == "workhorse.job")
     assert (first.job_id, first.job_name, first.queue, first.attempt, first.status) == (
         ok.id, "greet", "mail", 1, 200)
-    assert first.levelno == logging.INFO and first.duration >= 0
+    assert first.levelno == logging.INFO and first.duration_ms >= 0
     assert (second.job_id, second.status, second.levelno) == (bad.id, 503, logging.WARNING)
-    assert "smtp down" in second.getMessage()
+    assert "smtp down" in second.getMessage() and "smtp down" in second.error
+    # No payloads by default: they may hold personal data.
+    assert "a@b.c" not in first.getMessage() and not hasattr(first, "job_args")
+
+
+async def test_logging_adapter_logs_payloads_only_when_asked(caplog):
+    app = wh.App("memory://")
+    app.use(wh.middleware.logging(payloads=True))
+    app.register("echo", lambda job: {"to": job.args["email"]})
+    caplog.set_level(logging.INFO, logger="workhorse.job")
+    await run_once(app, wh.Job("echo", args={"email": "a@b.c"}))
+    [record] = [r for r in caplog.records if r.name == "workhorse.job"]
+    assert "a@b.c" in record.getMessage() and record.job_result == {"to": "a@b.c"}
 
 
 async def test_timing_adapter_reports_duration():

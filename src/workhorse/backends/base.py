@@ -7,7 +7,9 @@ attempt token handed out by ``claim``.
 
 States: SCHEDULED -> READY -> RUNNING -> SUCCEEDED | RETRYING (scheduled again) | DEAD |
 CANCELLED. A job leaves RUNNING only by ``ack``, ``retry``, ``bury``, ``release`` or
-``reap`` (lease expired), never by a crash between two calls.
+``reap`` (lease expired), never by a crash between two calls. A RUNNING job that a user
+asked to cancel and that leaves RUNNING without its worker's ack (``reap``, ``release``)
+ends CANCELLED, never READY: the cancel is not lost with its worker.
 
 Times are epoch seconds from the store's clock where it has one (``now()``).
 """
@@ -231,6 +233,45 @@ class ScanPage:
     after: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class FinishedJob:
+    """A job that has just finished (SUCCEEDED, DEAD or CANCELLED), as a result feed tells it.
+
+    Enough to report the outcome without reading the job: its payload, headers and history
+    are left out.
+    """
+
+    id: str
+    name: str
+    queue: str
+    state: State
+    status: int | None
+    #: The handler's result encoded as JSON (SUCCEEDED, and CANCELLED by its handler).
+    result: bytes | None
+    error: str | None
+    attempt: int
+    finished_at: float | None
+
+
+class ResultFeed(Protocol):
+    """Jobs finishing anywhere on a store, told to one listener in this process."""
+
+    @property
+    def active(self) -> bool:
+        """True until closed: the feed's listener (task, connection, subscription) runs."""
+
+    @property
+    def told(self) -> int:
+        """How many jobs the feed has been told so far; ``next`` returns them in order."""
+
+    async def next(self) -> list[FinishedJob]:
+        """The jobs finished since the last call, in the order told, waiting for at least
+        one; an empty list once the feed is closed."""
+
+    async def close(self) -> None:
+        """Stop listening and free the listener's task and connection; idempotent."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A durable (or in-process) job store. Every method is one atomic move."""
@@ -301,17 +342,27 @@ class Backend(Protocol):
         """Move a RUNNING job to DEAD (or delete it if not ``keep``); False if stale."""
 
     async def release(self, job_id: str, token: str) -> bool:
-        """Give a RUNNING job back as READY, its attempt not counted; False if stale."""
+        """Give a RUNNING job back as READY, its attempt not counted; False if stale.
+
+        A job with ``cancel_requested`` is not given back: it ends CANCELLED instead, in the
+        same atomic move, finished as by ``ack`` with state CANCELLED and status 499
+        (error "cancelled", no result, its attempt counted, its unique key freed, its
+        waiters told). A cancel must not be lost because its worker stopped before it
+        learnt of it. ``settle`` with state READY does the same."""
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         """Apply many ack/retry/bury/release moves in one round trip; one bool per
         settlement, False where its job is not RUNNING under its token. Each settlement is
-        atomic; a busy worker batches the ends of many runs into one call."""
+        atomic; a busy worker batches the ends of many runs into one call. A release
+        (state READY) of a job with ``cancel_requested`` ends it CANCELLED (see
+        ``release``)."""
 
     async def cancel(self, job_id: str) -> State | None:
         """Cancel a job: SCHEDULED/READY/RETRYING become CANCELLED (status 499) at once;
-        RUNNING is flagged ``cancel_requested`` and stays RUNNING until its worker acks.
-        Returns the job's state afterwards, or None if there is no such job."""
+        RUNNING is flagged ``cancel_requested`` and stays RUNNING until its worker acks;
+        should it leave RUNNING without its worker's ack (``reap``, ``release``), it ends
+        CANCELLED rather than READY. Returns the job's state afterwards, or None if there
+        is no such job."""
 
     async def cancel_all(self, *, queue: str | None = None, name: str | None = None) -> int:
         """``cancel`` every live job matching ``queue`` and ``name``; returns how many."""
@@ -332,7 +383,13 @@ class Backend(Protocol):
         for ``worker_ttl`` seconds, and forget such workers. Returns the jobs requeued.
 
         Each requeued job keeps its attempt count; its ``error`` becomes WORKER_LOST and its
-        traceback is cleared, in the same atomic move."""
+        traceback is cleared, in the same atomic move.
+
+        Such a job with ``cancel_requested`` is not requeued: a user asked to cancel it,
+        and its worker can no longer say it did. It ends CANCELLED in the same atomic move,
+        finished as by ``ack`` with state CANCELLED and status 499 (error "cancelled", no
+        result, its attempt counted, no attempt recorded in its history, its unique key
+        freed, its waiters told). It is not counted in the return value."""
 
     async def get(self, job_id: str) -> JobRecord | None:
         """The job with ``job_id``, or None."""
@@ -416,3 +473,12 @@ class Backend(Protocol):
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when work may have become ready in ``queues``, or after ``timeout``."""
+
+    async def open_result_feed(self) -> ResultFeed:
+        """Start telling the jobs that finish from now on, in any process on the store;
+        returns once listening, so a job finished after that is told.
+
+        Told: every move to SUCCEEDED, CANCELLED or (kept) DEAD. Not told: a job deleted as
+        it dies (``bury`` without ``keep``), or restored or moved by an admin. Best effort
+        across a lost connection: what finishes while a durable feed reconnects is missed.
+        The feed holds a listener until closed; each backend says what it costs per job."""

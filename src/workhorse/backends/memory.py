@@ -23,17 +23,20 @@ from workhorse.backends.base import (
     AttemptRecord,
     Enqueued,
     EnqueueOutcome,
+    FinishedJob,
     HeartbeatReply,
     JobRecord,
     Limits,
     NewJob,
     QueueStats,
+    ResultFeed,
     ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import Waiters, new_token, refill, refuse_running
+from workhorse.backends.feeds import FeedQueue
 from workhorse.errors import ConfigurationError, QueueFull
 from workhorse.status import Status
 
@@ -62,6 +65,8 @@ class MemoryBackend:
         self._finish_waiters: dict[str, Waiters] = {}
         #: Per job id: its failed attempts, oldest first (at most HISTORY_LIMIT).
         self._history: dict[str, list[AttemptRecord]] = {}
+        #: Open result feeds, each told every finish in the move that makes it.
+        self._result_feeds: list[FeedQueue] = []
 
     async def open(self) -> None:
         return None
@@ -229,10 +234,18 @@ class MemoryBackend:
         self._running_by_name[record.name] -= 1
         record.lease_owner = record.lease_expires_at = record.token = None
 
-    def _finish(self, record: JobRecord, state: State, status: int, now: float) -> None:
+    def _finish(self, record: JobRecord, state: State, status: int, now: float, *,
+                tell: bool = True) -> None:
         record.state = state
         record.status = status
         record.finished_at = now
+        if tell and self._result_feeds:
+            finished = [FinishedJob(
+                id=record.id, name=record.name, queue=record.queue, state=state, status=status,
+                result=record.result, error=record.error, attempt=record.attempt,
+                finished_at=now)]
+            for feed in self._result_feeds:
+                feed.push(finished)
         if record.unique_key is not None and self._unique.get(record.unique_key) == record.id:
             del self._unique[record.unique_key]
         waiters = self._finish_waiters.pop(record.id, None)
@@ -256,6 +269,14 @@ class MemoryBackend:
             self._finish(record, state, status, time.time())
         self._work_waiters.wake_all()  # a concurrency slot may have freed up
         return True
+
+    def _cancel_unacked(self, record: JobRecord, now: float) -> None:
+        """End a RUNNING job whose cancel was asked for and that leaves RUNNING without its
+        worker's ack (reap, release): CANCELLED, finished as ``ack`` would finish it."""
+        record.result = None
+        record.error = "cancelled"
+        self._leave_running(record)
+        self._finish(record, State.CANCELLED, Status.CANCELLED, now)
 
     async def retry(self, job_id: str, token: str, *, run_at: float, status: int,
                     error: str | None, traceback: str | None) -> bool:
@@ -281,7 +302,7 @@ class MemoryBackend:
                 return False
             record.error, record.traceback = error, traceback
             self._leave_running(record)
-            self._finish(record, State.DEAD, status, time.time())
+            self._finish(record, State.DEAD, status, time.time(), tell=keep)
             self._record_attempt(record, status, record.finished_at)
             if not keep:
                 self._delete(record)
@@ -293,6 +314,10 @@ class MemoryBackend:
             record = self._held(job_id, token)
             if record is None:
                 return False
+            if record.cancel_requested:
+                self._cancel_unacked(record, time.time())
+                self._work_waiters.wake_all()
+                return True
             self._leave_running(record)
             record.attempt -= 1
             record.state = State.READY
@@ -373,7 +398,7 @@ class MemoryBackend:
             self._workers.pop(worker_id, None)
 
     async def reap(self, worker_ttl: float) -> int:
-        requeued = 0
+        requeued = cancelled = 0
         with self._lock:
             now = time.time()
             gone = {w.id for w in self._workers.values() if w.last_beat < now - worker_ttl}
@@ -383,14 +408,17 @@ class MemoryBackend:
                 if record.state is not State.RUNNING:
                     continue
                 expired = record.lease_expires_at is not None and record.lease_expires_at < now
-                if expired or record.lease_owner in gone:
+                if (expired or record.lease_owner in gone) and record.cancel_requested:
+                    self._cancel_unacked(record, now)
+                    cancelled += 1
+                elif expired or record.lease_owner in gone:
                     self._leave_running(record)
                     record.state = State.READY
                     record.error, record.traceback = WORKER_LOST, None
                     self._record_attempt(record, None, now)
                     self._index(record)
                     requeued += 1
-        if requeued:
+        if requeued or cancelled:
             self._work_waiters.wake_all()
         return requeued
 
@@ -590,6 +618,17 @@ class MemoryBackend:
         await waiters.wait(waiter, timeout)
         record = await self.get(job_id)
         return record if record is not None and record.state in FINISHED_STATES else None
+
+    async def open_result_feed(self) -> ResultFeed:
+        # Costs nothing per job while no feed is open, and one push per feed while some are.
+        async def stop() -> None:
+            with self._lock:
+                self._result_feeds.remove(feed)
+
+        feed = FeedQueue(stop)
+        with self._lock:
+            self._result_feeds.append(feed)
+        return feed
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         # Wakes on any change that may let ``claim`` return more: an enqueue, a retry, a

@@ -31,16 +31,17 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ResultFeed,
     ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import history_from_items, history_to_json, new_token, refuse_running
-from workhorse.backends.postgres import admin, config, schema
+from workhorse.backends.postgres import admin, config, results, schema
 from workhorse.backends.postgres.connections import Listener, LoopConnections, store_errors
 from workhorse.backends.postgres.outbox import Params, callers_connection, in_callers_transaction
-from workhorse.backends.postgres.statements import NOW, Statements, record
+from workhorse.backends.postgres.statements import NOW, ResultStatements, Statements, record
 from workhorse.errors import ConfigurationError, StoreError
 from workhorse.status import Status
 
@@ -298,8 +299,8 @@ class PostgresBackend:
         await self._count(self._sql.unregister, (worker_id,))
 
     async def reap(self, worker_ttl: float) -> int:
-        [(requeued, _)] = await self._rows(self._sql.reap,
-                                           {"ttl": worker_ttl, "lost": WORKER_LOST})
+        [(requeued, _, _)] = await self._rows(self._sql.reap, {
+            "ttl": worker_ttl, "lost": WORKER_LOST, "cancelled": int(Status.CANCELLED)})
         return int(requeued)
 
     async def pause(self, queue: str) -> None:
@@ -466,6 +467,19 @@ class PostgresBackend:
                 await asyncio.wait([waiter], timeout=wait)
         finally:
             listener.unwatch_work(waiter)
+
+    async def open_result_feed(self) -> ResultFeed:
+        # NOTIFY from a trigger, gated by a row (see results.py): one look at that row per
+        # finish while nobody listens.
+        await self._connections()  # checks (and migrates) the schema first
+        statements = ResultStatements(self.schema)
+
+        async def renew(seconds: float) -> None:
+            await self._count(statements.listen, (seconds,))
+
+        with self._errors():
+            return await results.open_feed(self._settings.conninfo, statements.channel,
+                                           renew, self.get)
 
     async def _listener(self) -> Listener:
         listener = (await self._connections()).listener

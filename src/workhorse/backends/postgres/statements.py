@@ -72,24 +72,39 @@ SELECT (SELECT last_beat FROM beat),
 
 _UNREGISTER = "DELETE FROM {schema}.workers WHERE id = %s"
 
+# A job whose cancel was asked for is not requeued but ends CANCELLED, as an ack as
+# cancelled would end it (the cancel must not be lost with its worker); the SET expressions
+# all read the same row version, so each job takes one branch whole. A finished job's "f"
+# message wakes its wait_finished callers and the workers of its queue.
 _REAP = """
 WITH clock AS (
     SELECT {schema}.epoch() AS now
 ), gone AS (
     DELETE FROM {schema}.workers WHERE last_beat < (SELECT now FROM clock) - %(ttl)s
     RETURNING id
-), requeued AS (
-    UPDATE {schema}.jobs
-    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL, token = NULL,
-        error = %(lost)s, traceback = NULL
-    WHERE state = 'running'
-      AND (lease_expires_at < (SELECT now FROM clock) OR lease_owner IN (SELECT id FROM gone))
-    RETURNING queue
+), moved AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        status = CASE WHEN j.cancel_requested THEN %(cancelled)s ELSE j.status END,
+        result = CASE WHEN j.cancel_requested THEN NULL ELSE j.result END,
+        error = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE %(lost)s END,
+        traceback = CASE WHEN j.cancel_requested THEN j.traceback END,
+        finished_at = CASE WHEN j.cancel_requested THEN (SELECT now FROM clock)
+                           ELSE j.finished_at END,
+        lease_owner = NULL, lease_expires_at = NULL, token = NULL
+    WHERE j.state = 'running'
+      AND (j.lease_expires_at < (SELECT now FROM clock)
+           OR j.lease_owner IN (SELECT id FROM gone))
+    RETURNING j.id, j.queue, j.state
 ), woken AS (
     SELECT {schema}.notify(jsonb_build_array('w', q.queue))
-    FROM (SELECT DISTINCT queue FROM requeued) AS q
+    FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') AS q
+), finished AS (
+    SELECT {schema}.notify(jsonb_build_array('f', m.id, m.queue))
+    FROM moved AS m WHERE m.state = 'cancelled'
 )
-SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM woken)"""
+SELECT (SELECT count(*) FROM moved WHERE state = 'ready'), (SELECT count(*) FROM woken),
+       (SELECT count(*) FROM finished)"""
 
 _PAUSE = "INSERT INTO {schema}.paused (queue) VALUES (%s) ON CONFLICT DO NOTHING"
 
@@ -199,3 +214,16 @@ def record(row: tuple[Any, ...]) -> JobRecord:
         unique_key=unique_key, idempotency_key=idempotency_key,
         cancel_requested=bool(cancel_requested),
     )
+
+
+class ResultStatements:
+    """The SQL of result feeds (migrations/0004_result_streams.sql), rendered for a schema."""
+
+    def __init__(self, schema: str) -> None:
+        #: The results channel to LISTEN on.
+        self.channel = render("SELECT {schema}.results_channel()", schema)
+        #: Keep the trigger telling results for %s more seconds (never shortens it).
+        self.listen = render("""
+INSERT INTO {schema}.result_listening AS l (only_row, until)
+VALUES (true, {schema}.epoch() + %s)
+ON CONFLICT (only_row) DO UPDATE SET until = greatest(l.until, EXCLUDED.until)""", schema)

@@ -13,7 +13,8 @@ slot of a Redis Cluster; see common.lua for the index moves):
 - ``queues``, ``paused`` sets; ``unique:<key>`` / ``idem:<key>`` strings naming a job;
   ``workers`` hash and ``beats`` zset; ``buckets`` (rate limits) and ``blocked`` (handlers a
   claim found at max concurrency) hashes; ``watch`` hash and ``events`` channel (finishes);
-  ``wake:<queue>`` lists (idle workers); ``version``.
+  ``wake:<queue>`` lists (idle workers); ``results`` channel and ``results:listening`` key
+  (result feeds, see results.py); ``version``.
 
 Retries: redis-py itself retries nothing. Reads and the moves that are idempotent when run
 twice (enqueue, which finds its job ids already written; heartbeat; checkin; cancel; pause and
@@ -51,13 +52,14 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ResultFeed,
     ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import new_token
-from workhorse.backends.redis import admin, records
+from workhorse.backends.redis import admin, records, results
 from workhorse.backends.redis.loops import LoopClient, cancellable
 from workhorse.backends.redis.records import number, opt
 from workhorse.backends.redis.settings import DEFAULT_RESULT_TTL, parse_url
@@ -393,6 +395,16 @@ class RedisBackend:
                     return  # the backend was closed meanwhile
                 raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") \
                     from exc
+
+    async def open_result_feed(self) -> ResultFeed:
+        # Pub/sub from the scripts' finish(), gated by a key (see results.py): one EXISTS
+        # per finish while nobody listens.
+        client = self._client()
+        try:
+            return await results.open_feed(client.client, self._settings.prefix, self.get)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") \
+                from exc
 
     async def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
         # Subscribe first, then register interest and look at the job in one script, then

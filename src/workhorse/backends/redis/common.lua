@@ -160,6 +160,23 @@ local function notify_finished(id)
   end
 end
 
+-- Results larger than this many bytes are not published: the feed reads the job instead.
+local RESULT_INLINE = 65536
+
+-- Tell result feeds (redis/results.py) the job's outcome, while any listens anywhere: an
+-- open feed keeps the key 'results:listening' alive, so with none a finish costs one EXISTS.
+local function publish_result(key, id, queue, state, status, now_text)
+  if redis.call('EXISTS', P .. 'results:listening') == 0 then return end
+  local f = redis.call('HMGET', key, 'name', 'attempt', 'error', 'result')
+  local message = {id = id, name = f[1], queue = queue, state = state,
+    status = tonumber(status), attempt = tonumber(f[2]) or 0, finished_at = now_text}
+  if f[3] then message.error = f[3] end
+  if f[4] then
+    if #f[4] <= RESULT_INLINE then message.result = f[4] else message.more = true end
+  end
+  redis.call('PUBLISH', P .. 'results', cjson.encode(message))
+end
+
 -- The job will not run again: SUCCEEDED, DEAD or CANCELLED. It frees its unique key and is
 -- kept (with its idempotency key) for RESULT_TTL.
 local function finish(key, id, queue, state, status, now_text)
@@ -178,6 +195,16 @@ local function finish(key, id, queue, state, status, now_text)
     end
   end
   notify_finished(id)
+  publish_result(key, id, queue, state, status, now_text)
+end
+
+-- A job whose cancel was asked for leaves RUNNING without its worker's ack (reap, release):
+-- it ends CANCELLED as an ack would end it (499, no result), never READY, so that the cancel
+-- is not lost with its worker. The caller has taken it out of RUNNING (leave_running).
+local function cancel_unacked(key, id, queue, now_text)
+  redis.call('HDEL', key, 'result')
+  redis.call('HSET', key, 'error', 'cancelled')
+  finish(key, id, queue, 'cancelled', 499, now_text)
 end
 
 local FINISHED = {succeeded = true, dead = true, cancelled = true}

@@ -1,5 +1,6 @@
 -- reap: requeue RUNNING jobs whose lease expired or whose worker has not beaten for
--- worker_ttl seconds, their error set to the lost mark, and forget such workers.
+-- worker_ttl seconds, their error set to the lost mark, and forget such workers. Such a job
+-- whose cancel was asked for ends CANCELLED instead (cancel_unacked), and is not counted.
 -- ARGV: ttl, worker_ttl, lost mark (base.WORKER_LOST). Returns jobs requeued.
 local now_text, now = clock()
 local gone, any_gone = {}, false
@@ -22,8 +23,12 @@ for _, id in ipairs(victims) do
   if not seen[id] then
     seen[id] = true
     local key = job_key(id)
-    local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'priority', 'seq')
-    if f[1] == 'running' then
+    local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'priority', 'seq',
+      'cancel_requested')
+    if f[1] == 'running' and f[6] then
+      leave_running(key, id, f[2], f[3])
+      cancel_unacked(key, id, f[3], now_text)
+    elseif f[1] == 'running' then
       leave_running(key, id, f[2], f[3])
       redis.call('HSET', key, 'state', 'ready', 'error', ARGV[3])
       redis.call('HDEL', key, 'traceback')

@@ -1,7 +1,8 @@
 -- settle: apply the ends of many runs, each an ack, retry, bury or release of a RUNNING job
 -- fenced by its token. ARGV: ttl, then 9 fields per settlement: id, token, state, status,
 -- result?, run_at, error?, traceback?, keep ("1"/"0"). The state picks the move: succeeded
--- or cancelled (ack), retrying, dead (bury; deleted unless keep) or ready (release).
+-- or cancelled (ack), retrying, dead (bury; deleted unless keep) or ready (release; a job
+-- whose cancel was asked for ends CANCELLED instead, see cancel_unacked).
 -- Returns 1 per settlement applied, 0 where the job is not RUNNING under the token.
 local now_text = clock()
 local done = {}
@@ -40,6 +41,10 @@ local function bury(key, id, queue, status, err, traceback, keep)
 end
 
 local function release(key, id, name, queue)
+  if redis.call('HEXISTS', key, 'cancel_requested') == 1 then
+    cancel_unacked(key, id, queue, now_text)
+    return
+  end
   redis.call('HINCRBY', key, 'attempt', -1)
   redis.call('HSET', key, 'state', 'ready')
   local f = redis.call('HMGET', key, 'priority', 'seq')

@@ -28,13 +28,14 @@ from workhorse.backends.base import (
     Limits,
     NewJob,
     QueueStats,
+    ResultFeed,
     ScanPage,
     Settlement,
     State,
     WorkerInfo,
 )
 from workhorse.backends.common import Waiters, refuse_running
-from workhorse.backends.sqlite import admin, connection, moves, queries, schema
+from workhorse.backends.sqlite import admin, connection, moves, queries, results, schema
 from workhorse.backends.sqlite.connection import callers_connection, in_callers_transaction
 from workhorse.errors import StoreError
 
@@ -69,6 +70,8 @@ class SqliteBackend:
         self._work_epoch = 0
         #: Per job id: the Waiters of ``wait_finished`` calls and how many calls use them.
         self._finish_waiters: dict[str, tuple[Waiters, int]] = {}
+        #: Counts this instance's finishes, for result feeds (as _work_epoch for work).
+        self._finish_epoch = 0
 
     # -- the database thread -------------------------------------------------------------
 
@@ -189,11 +192,14 @@ class SqliteBackend:
         return done
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
-        done = await self._write(lambda conn: moves.settle(conn, settlements))
-        finished = [s.job_id for s, ok in zip(settlements, done, strict=True)
-                    if ok and s.state in FINISHED_STATES]
+        ended = await self._write(lambda conn: moves.settle(conn, settlements))
+        # A release of a job whose cancel was asked for finishes it: the state it ended in
+        # says so, not the settlement's.
+        finished = [s.job_id for s, state in zip(settlements, ended, strict=True)
+                    if state in FINISHED_STATES]
         if finished:
             self._jobs_finished(finished)
+        done = [state is not None for state in ended]
         if any(done):
             self._work_changed()
         return done
@@ -225,8 +231,10 @@ class SqliteBackend:
         await self._write(lambda conn: moves.unregister(conn, worker_id))
 
     async def reap(self, worker_ttl: float) -> int:
-        requeued = await self._write(lambda conn: moves.reap(conn, worker_ttl))
-        if requeued:
+        requeued, cancelled = await self._write(lambda conn: moves.reap(conn, worker_ttl))
+        if cancelled:
+            self._jobs_finished(cancelled)
+        if requeued or cancelled:
             self._work_changed()
         return requeued
 
@@ -366,6 +374,19 @@ class SqliteBackend:
             if stop or woken:
                 return
 
+    async def open_result_feed(self) -> ResultFeed:
+        # Polls (see results.py): nothing per job for the store, a look every 50 ms for
+        # the subscriber while the file changes.
+        async def marker() -> tuple[int, int]:
+            def read(conn: sqlite3.Connection) -> tuple[int, int]:
+                with self._lock:
+                    epoch = self._finish_epoch
+                return connection.data_version(conn), epoch
+            return await self._call(read, reopen=False)
+
+        return await results.open_feed(lambda take: self._read(take, reopen=False),
+                                       marker, _Closed)
+
     def _marker(self, conn: sqlite3.Connection) -> _Marker:
         with self._lock:
             epoch = self._work_epoch
@@ -392,6 +413,7 @@ class SqliteBackend:
 
     def _jobs_finished(self, job_ids: Iterable[str]) -> None:
         with self._lock:
+            self._finish_epoch += 1
             woken = [self._finish_waiters[j][0] for j in job_ids if j in self._finish_waiters]
         for waiters in woken:
             waiters.wake_all()

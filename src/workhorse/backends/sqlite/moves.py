@@ -292,32 +292,56 @@ def bury(
     return cursor.rowcount == 1
 
 
-def release(conn: sqlite3.Connection, job_id: str, token: str) -> bool:
-    """Give a held job back as READY, its attempt not counted."""
-    cursor = conn.execute(
-        f"UPDATE workhorse_jobs SET state = 'ready', attempt = attempt - 1, {_LET_GO} "
-        f"WHERE {_HELD}",
-        (job_id, token),
+def _or_cancelled(ready: str) -> str:
+    """The SET list of a move that makes a RUNNING job READY with the assignments ``ready``
+    (which must set error), or CANCELLED if its cancel was asked for, as ``ack`` would
+    finish it: status 499, no result, finished at the time given as the first parameter.
+
+    A cancel must not be lost when its job leaves RUNNING without its worker's ack (reap,
+    release). SET expressions read the row as it was before the update, so every CASE
+    sees the same ``cancel_requested``.
+    """
+    return (
+        "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, "
+        f"status = CASE WHEN cancel_requested THEN {int(Status.CANCELLED)} ELSE status END, "
+        "result = CASE WHEN cancel_requested THEN NULL ELSE result END, "
+        "finished_at = CASE WHEN cancel_requested THEN ? ELSE finished_at END, "
+        f"{ready}, {_LET_GO}"
     )
-    return cursor.rowcount == 1
 
 
-def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> list[bool]:
-    """Apply each settlement with the move its state names, all in the caller's transaction."""
-    done: list[bool] = []
+def release(conn: sqlite3.Connection, job_id: str, token: str) -> State | None:
+    """Give a held job back as READY, its attempt not counted, or end it CANCELLED if its
+    cancel was asked for; the job's new state, or None if it was not held."""
+    rows = conn.execute(
+        "UPDATE workhorse_jobs SET "
+        + _or_cancelled(
+            "attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END, "
+            "error = CASE WHEN cancel_requested THEN 'cancelled' ELSE error END")
+        + f" WHERE {_HELD} RETURNING state",
+        (time.time(), job_id, token),
+    ).fetchall()
+    return State(rows[0][0]) if rows else None
+
+
+def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> list[State | None]:
+    """Apply each settlement with the move its state names, all in the caller's transaction;
+    per settlement, the state its job ended in, or None where it was not held."""
+    done: list[State | None] = []
     for s in settlements:
         if s.state in (State.SUCCEEDED, State.CANCELLED):
-            done.append(ack(conn, s.job_id, s.token, s.state, s.status, s.result))
+            ok = ack(conn, s.job_id, s.token, s.state, s.status, s.result)
         elif s.state is State.RETRYING:
             assert s.run_at is not None, "a retry needs run_at"
-            done.append(retry(conn, s.job_id, s.token, s.run_at, s.status, s.error,
-                              s.traceback))
+            ok = retry(conn, s.job_id, s.token, s.run_at, s.status, s.error, s.traceback)
         elif s.state is State.DEAD:
-            done.append(bury(conn, s.job_id, s.token, s.status, s.error, s.traceback, s.keep))
+            ok = bury(conn, s.job_id, s.token, s.status, s.error, s.traceback, s.keep)
         elif s.state is State.READY:
             done.append(release(conn, s.job_id, s.token))
+            continue
         else:
             raise ValueError(f"a run cannot be settled as {s.state}")
+        done.append(s.state if ok else None)
     return done
 
 
@@ -399,19 +423,25 @@ def unregister(conn: sqlite3.Connection, worker_id: str) -> None:
     conn.execute("DELETE FROM workhorse_workers WHERE id = ?", (worker_id,))
 
 
-def reap(conn: sqlite3.Connection, worker_ttl: float) -> int:
-    """Requeue RUNNING jobs with an expired lease or a silent worker, marked WORKER_LOST;
-    forget such workers."""
+def reap(conn: sqlite3.Connection, worker_ttl: float) -> tuple[int, list[str]]:
+    """Requeue RUNNING jobs with an expired lease or a silent worker, marked WORKER_LOST, or
+    end them CANCELLED if their cancel was asked for; forget such workers. Returns how many
+    were requeued and the ids of those cancelled."""
     now = time.time()
     gone = [worker_id for (worker_id,) in conn.execute(
         "DELETE FROM workhorse_workers WHERE last_beat < ? RETURNING id", (now - worker_ttl,)
     )]
-    cursor = conn.execute(
-        f"UPDATE workhorse_jobs SET state = 'ready', error = ?, traceback = NULL, {_LET_GO} "
-        f"WHERE state = 'running' AND (lease_expires_at < ? OR lease_owner IN ({marks(gone)}))",
-        (WORKER_LOST, now, *gone),
-    )
-    return cursor.rowcount
+    rows = conn.execute(
+        "UPDATE workhorse_jobs SET "
+        + _or_cancelled(
+            "error = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END, "
+            "traceback = CASE WHEN cancel_requested THEN traceback END")
+        + " WHERE state = 'running' "
+        f"AND (lease_expires_at < ? OR lease_owner IN ({marks(gone)})) RETURNING id, state",
+        (now, WORKER_LOST, now, *gone),
+    ).fetchall()
+    cancelled = [job_id for job_id, state in rows if state == State.CANCELLED.value]
+    return len(rows) - len(cancelled), cancelled
 
 
 def pause(conn: sqlite3.Connection, queue: str) -> None:
