@@ -73,3 +73,25 @@ class FeedQueue:
         self._ready.set()
         if self._stop is not None:
             await self._stop()
+
+
+class QueuedFeed:
+    """What the three server and file feeds share: the ``ResultFeed`` calls over a FeedQueue
+    that their listener fills. A subclass ends its listener in ``_stop`` (called once, by
+    ``close``) and says in ``active`` whether that listener still runs."""
+
+    def __init__(self) -> None:
+        self._queue = FeedQueue(self._stop)
+
+    @property
+    def told(self) -> int:
+        return self._queue.told
+
+    async def next(self) -> list[FinishedJob]:
+        return await self._queue.next()
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+    async def _stop(self) -> None:
+        raise NotImplementedError

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from workhorse.backends.base import FinishedJob, JobRecord, State
-from workhorse.backends.feeds import FeedQueue
+from workhorse.backends.feeds import QueuedFeed
 
 log = logging.getLogger("workhorse.backends.postgres")
 
@@ -35,17 +35,17 @@ _FIRST_PAUSE = 0.05
 _LONGEST_PAUSE = 2.0
 
 
-class PostgresResultFeed:
+class PostgresResultFeed(QueuedFeed):
     """One LISTEN connection on the results channel, feeding a FeedQueue."""
 
     def __init__(self, conninfo: str, channel_query: str,
                  renew: Callable[[float], Awaitable[None]],
                  get: Callable[[str], Awaitable[JobRecord | None]]) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._channel_query = channel_query
         self._renew = renew
         self._get = get
-        self._queue = FeedQueue(self._stop)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -65,16 +65,6 @@ class PostgresResultFeed:
     def connection(self) -> psycopg.AsyncConnection[Any] | None:
         """The LISTEN connection, while there is one."""
         return self._conn
-
-    @property
-    def told(self) -> int:
-        return self._queue.told
-
-    async def next(self) -> list[FinishedJob]:
-        return await self._queue.next()
-
-    async def close(self) -> None:
-        await self._queue.close()
 
     async def _stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from workhorse.backends.base import FinishedJob, JobRecord, State
-from workhorse.backends.feeds import FeedQueue
+from workhorse.backends.feeds import QueuedFeed
 from workhorse.backends.redis.loops import cancellable
 
 log = logging.getLogger("workhorse.backends.redis")
@@ -38,16 +38,16 @@ _FIRST_PAUSE = 0.05
 _LONGEST_PAUSE = 2.0
 
 
-class RedisResultFeed:
+class RedisResultFeed(QueuedFeed):
     """One pub/sub connection on the results channel, feeding a FeedQueue."""
 
     def __init__(self, client: Redis, prefix: str,
                  get: Callable[[str], Awaitable[JobRecord | None]]) -> None:
+        super().__init__()
         self._client = client
         self.channel = prefix + "results"
         self._listening_key = prefix + "results:listening"
         self._get = get
-        self._queue = FeedQueue(self._stop)
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -66,16 +66,6 @@ class RedisResultFeed:
     @property
     def active(self) -> bool:
         return self._queue.active and self._task is not None and not self._task.done()
-
-    @property
-    def told(self) -> int:
-        return self._queue.told
-
-    async def next(self) -> list[FinishedJob]:
-        return await self._queue.next()
-
-    async def close(self) -> None:
-        await self._queue.close()
 
     async def _stop(self) -> None:
         task, self._task = self._task, None

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 
 from workhorse.backends.base import FinishedJob, ResultFeed, State
-from workhorse.backends.feeds import FeedQueue
+from workhorse.backends.feeds import QueuedFeed
 from workhorse.backends.sqlite.queries import FINISHED, marks
 from workhorse.errors import StoreError
 
@@ -42,15 +42,15 @@ FULL_LOOK = 1.0
 LOOKBACK = 1.0
 
 
-class SqliteResultFeed:
+class SqliteResultFeed(QueuedFeed):
     """A FeedQueue filled by one polling task; see the module docstring."""
 
     def __init__(self, read: Read, marker: Callable[[], Awaitable[Hashable]],
                  closed_error: type[Exception]) -> None:
+        super().__init__()
         self._read = read
         self._marker = marker
         self._closed_error = closed_error
-        self._queue = FeedQueue(self._stop)
         #: (seq, finished_at) of the jobs told within the lookback.
         self._seen: dict[tuple[int, float], float] = {}
         self._since = time.time() - LOOKBACK
@@ -65,16 +65,6 @@ class SqliteResultFeed:
     @property
     def active(self) -> bool:
         return self._queue.active and self._task is not None and not self._task.done()
-
-    @property
-    def told(self) -> int:
-        return self._queue.told
-
-    async def next(self) -> list[FinishedJob]:
-        return await self._queue.next()
-
-    async def close(self) -> None:
-        await self._queue.close()
 
     async def _stop(self) -> None:
         task, self._task = self._task, None
