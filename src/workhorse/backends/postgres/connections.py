@@ -142,15 +142,7 @@ class Listener:
                 return
             if self._closed:
                 raise StoreError("the PostgreSQL backend was closed")
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            try:
-                cursor = await conn.execute(self._channel_query)
-                row = await cursor.fetchone()
-                assert row is not None
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
-            except BaseException:
-                await conn.close()
-                raise
+            conn = await listening_connection(self._conninfo, self._channel_query)
             self._conn = conn
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(conn), name="workhorse-postgres:listen")
@@ -240,3 +232,17 @@ class Listener:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+async def listening_connection(conninfo: str, channel_query: str) -> psycopg.AsyncConnection[Any]:
+    """A new autocommit connection that LISTENs on the channel ``channel_query`` names."""
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        cursor = await conn.execute(channel_query)
+        row = await cursor.fetchone()
+        assert row is not None
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

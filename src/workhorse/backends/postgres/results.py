@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from workhorse.backends.base import FinishedJob, JobRecord, State
 from workhorse.backends.feeds import QueuedFeed
+from workhorse.backends.postgres.connections import listening_connection
 
 log = logging.getLogger("workhorse.backends.postgres")
 
@@ -78,16 +78,7 @@ class PostgresResultFeed(QueuedFeed):
                 await conn.close()
 
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        try:
-            cursor = await conn.execute(self._channel_query)
-            row = await cursor.fetchone()
-            assert row is not None
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        return await listening_connection(self._conninfo, self._channel_query)
 
     async def _keep_on(self) -> None:
         while True:

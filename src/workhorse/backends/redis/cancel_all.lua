@@ -5,7 +5,7 @@
 local queue, name = opt(ARGV[2]), opt(ARGV[3])
 local flag_running, chunk = ARGV[4] == '1', tonumber(ARGV[5])
 local now_text = clock()
-local flagged, cancelled = 0, 0
+local flagged = 0
 
 if flag_running then
   for _, id in ipairs(redis.call('ZRANGE', P .. 'running', 0, -1)) do
@@ -18,43 +18,20 @@ if flag_running then
   end
 end
 
-local function cancel_one(id, state, q, n, seq)
-  unqueue(id, state, q, n, seq)
+local QUEUED = {ready = true, scheduled = true, retrying = true}
+
+-- Cancel one queued job if it matches; true if it left the index it was found in.
+local function cancel_one(id)
   local key = job_key(id)
+  local f = redis.call('HMGET', key, 'state', 'queue', 'name', 'seq')
+  if not QUEUED[f[1]] or (queue and f[2] ~= queue) or (name and f[3] ~= name) then
+    return false
+  end
+  unqueue(id, f[1], f[2], f[3], f[4])
   redis.call('HSET', key, 'error', 'cancelled')
-  finish(key, id, q, 'cancelled', 499, now_text)
-  cancelled = cancelled + 1
+  finish(key, id, f[2], 'cancelled', 499, now_text)
+  return true
 end
 
--- Walk an index of `state` jobs of queue q; what is not cancelled stays and is stepped over.
-local function walk(key, q, state, ready)
-  local pos = 0
-  while cancelled < chunk do
-    local entries = redis.call('ZRANGE', key, pos, pos + 99)
-    if #entries == 0 then return end
-    for _, entry in ipairs(entries) do
-      if cancelled >= chunk then return end
-      local id = entry
-      if ready then id = member_id(entry) end
-      local f = id and redis.call('HMGET', job_key(id), 'state', 'queue', 'name', 'seq')
-      if f and f[1] == state and f[2] == q and (not name or f[3] == name) then
-        cancel_one(id, state, q, f[3], f[4])
-      else
-        pos = pos + 1
-      end
-    end
-  end
-end
-
-local queues = queue and {queue} or redis.call('SMEMBERS', P .. 'queues')
-for _, q in ipairs(queues) do
-  local names = name and {name} or redis.call('SMEMBERS', names_key(q))
-  for _, n in ipairs(names) do
-    walk(ready_key(q, n), q, 'ready', true)
-  end
-  walk(P .. 'scheduled:' .. q, q, 'scheduled', false)
-  walk(P .. 'retrying:' .. q, q, 'retrying', false)
-end
-local more = 0
-if cancelled >= chunk then more = 1 end
-return {flagged, cancelled, more}
+local done = for_matching(nil, queue, name, QUEUED, chunk, cancel_one)
+return {flagged, done[1], done[2]}
