@@ -62,6 +62,23 @@ async def worker_count(url: str) -> int:
         await app.close()
 
 
+async def fill_store(url: str, *, pad: int) -> tuple[list[str], BaseException | None]:
+    """Enqueue batches of five jobs of ``pad`` bytes until the store refuses one (bounded to
+    1,000 batches); the ids it took, and the error that ended it (None if none did)."""
+    app = wh.App(url)
+    done: list[str] = []
+    try:
+        for _ in range(1000):
+            refs = await app.enqueue_many(
+                [wh.Job("work", args={"pad": "x" * pad}) for _ in range(5)])
+            done += [ref.id for ref in refs if ref]
+    except wh.WorkhorseError as exc:
+        return done, exc
+    finally:
+        await app.close()
+    return done, None
+
+
 # -- SQLite: eight processes on one file ------------------------------------------------------
 
 def test_eight_workers_on_one_sqlite_file_surface_no_busy_errors(tmp_path):
@@ -151,21 +168,7 @@ def test_a_full_disk_gives_producers_store_full_and_workers_resume(small_disk, t
         filler = small_disk / "filler"
         filled = fill(filler)  # while the worker is busy with the other 180
 
-        async def produce() -> tuple[list[str], BaseException | None]:
-            app = wh.App(url)
-            done: list[str] = []
-            try:
-                for _ in range(1000):  # bounded: a full disk takes none
-                    refs = await app.enqueue_many(
-                        [wh.Job("work", args={"pad": "x" * 2000}) for _ in range(5)])
-                    done += [ref.id for ref in refs if ref]
-            except wh.WorkhorseError as exc:
-                return done, exc
-            finally:
-                await app.close()
-            return done, None
-
-        more, refused = asyncio.run(produce())
+        more, refused = asyncio.run(fill_store(url, pad=2000))
         acknowledged += more
         # The disk stays full until the worker, with 180 jobs to go, has met it too.
         wait_for(lambda: "disk is full" in worker_log(log), 30, "the worker to meet the full disk")
@@ -472,21 +475,7 @@ def test_redis_out_of_memory_gives_producers_store_full(redis_server):
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", used + 1024 * 1024)
 
-        async def produce() -> tuple[list[str], BaseException | None]:
-            app = wh.App(url)
-            done: list[str] = []
-            try:
-                for _ in range(1000):  # bounded: 1 MiB takes fewer
-                    refs = await app.enqueue_many(
-                        [wh.Job("work", args={"pad": "x" * 4000}) for _ in range(5)])
-                    done += [ref.id for ref in refs if ref]
-            except wh.WorkhorseError as exc:
-                return done, exc
-            finally:
-                await app.close()
-            return done, None
-
-        acknowledged, refused = asyncio.run(produce())
+        acknowledged, refused = asyncio.run(fill_store(url, pad=4000))
         stored = sum(asyncio.run(states(url)).values())  # reading works at maxmemory
         client.config_set("maxmemory", 0)  # memory returns
         again = asyncio.run(enqueue_work(url, 5, 0.0))
