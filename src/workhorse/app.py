@@ -27,6 +27,7 @@ from workhorse.types import Adapter, HandlerFunc
 
 if TYPE_CHECKING:
     from workhorse.admin import Admin
+    from workhorse.telemetry.tracing import Tracing
 
 F = TypeVar("F", bound=HandlerFunc)
 T = TypeVar("T")
@@ -64,6 +65,8 @@ class App:
         self.lifecycle_hooks = Hooks()
         self._backend: Backend | None = None
         self._opened = False
+        #: Spans for enqueues and runs, once ``instrument(tracer_provider=...)`` was called.
+        self.tracing: Tracing | None = None
         #: Per event loop, the fan-out of result subscriptions (see results.py).
         self._result_hubs: dict[asyncio.AbstractEventLoop, ResultHub] = {}
 
@@ -157,6 +160,19 @@ class App:
         """
         self.lifecycle_hooks.add(on_queued, on_start, on_finish)
 
+    def instrument(self, *, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+        """Report metrics through an OpenTelemetry ``meter_provider`` and trace enqueues
+        and runs through a ``tracer_provider`` (install workhorse[otel]). Call it once,
+        before workers start; each argument left None leaves that half off."""
+        from workhorse.telemetry import install
+
+        install(self, meter_provider=meter_provider, tracer_provider=tracer_provider)
+
+    def set_tracing(self, tracing: Tracing | None) -> None:
+        """Use ``tracing`` for every enqueue and run from now on (None: stop tracing)."""
+        self.tracing = tracing
+        self.generation += 1
+
     # -- the store ----------------------------------------------------------------------------
 
     async def backend(self) -> Backend:
@@ -226,23 +242,31 @@ class App:
             new_jobs = [job if request.delay is None
                         else dataclasses.replace(job, run_at=now + request.delay)
                         for job, request in zip(new_jobs, requests, strict=True)]
+        if self.tracing is None:
+            results = await self._write(backend, new_jobs, wait, connection)
+        else:
+            with self.tracing.enqueuing(new_jobs) as new_jobs:
+                results = await self._write(backend, new_jobs, wait, connection)
+        if self.lifecycle_hooks.on_queued:
+            await self._queued(requests, new_jobs, results)
+        return [None if r.outcome is EnqueueOutcome.DUPLICATE else JobRef(self, r.id)
+                for r in results]
+
+    async def _write(self, backend: Backend, new_jobs: list[NewJob], wait: float | None,
+                     connection: object | None) -> list[Enqueued]:
+        """Write ``new_jobs``; a full queue is retried for up to ``wait`` seconds."""
         sizes = {q: n for q, n in self.max_sizes.items() if any(j.queue == q for j in new_jobs)}
         deadline = time.monotonic() + (wait or 0.0)
         pause = 0.01
         while True:
             try:
-                results = await backend.enqueue(new_jobs, max_sizes=sizes or None,
-                                                connection=connection)
-                break
+                return await backend.enqueue(new_jobs, max_sizes=sizes or None,
+                                             connection=connection)
             except QueueFull:
                 if time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
-        if self.lifecycle_hooks.on_queued:
-            await self._queued(requests, new_jobs, results)
-        return [None if r.outcome is EnqueueOutcome.DUPLICATE else JobRef(self, r.id)
-                for r in results]
 
     async def _queued(self, requests: list[EnqueueRequest], new_jobs: list[NewJob],
                       results: list[Enqueued]) -> None:

@@ -45,6 +45,8 @@ class Runner:
         if found is None:
             registration = self.app.registry.get(name)
             adapters = [*self.app.adapters, *registration.options.adapters, middleware.timeout()]
+            if self.app.tracing is not None:
+                adapters.insert(0, self.app.tracing.adapter)
             found = registration, compose(adapters, endpoint(
                 registration.fn, executor=self._pool(), args_type=registration.args_type
             ))

@@ -30,9 +30,12 @@ class Entry:
 def start_worker(url: str, log: Path, *args: str,
                  extra_env: dict[str, str] | None = None,
                  app: str = "faultapp:app") -> subprocess.Popen[bytes]:
-    """``workhorse worker APP`` (a module of this folder) in a new process, on ``url``."""
-    env = {**os.environ, **(extra_env or {}), "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    """``workhorse worker APP`` (a module of this folder, or of a folder put on
+    ``PYTHONPATH`` by ``extra_env``) in a new process, on ``url``."""
+    extra_env = extra_env or {}
+    path = [str(HERE), extra_env.get("PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, **extra_env, "WORKHORSE_URL": url, "ATTEMPT_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     # The worker's log goes to a file beside the attempt log, for a person reading a failure.
     with open(log.with_suffix(".workers.log"), "ab") as errors:
         return subprocess.Popen(

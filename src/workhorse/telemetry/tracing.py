@@ -1,0 +1,141 @@
+"""Job tracing through OpenTelemetry: a span for each enqueue and each run.
+
+The enqueue span (kind PRODUCER) puts its W3C trace context (``traceparent``,
+``tracestate``) in the job's headers; the run span (kind CONSUMER) is started from those
+headers, so in any process, on any store, a job's runs are children of its enqueue. Spans
+follow OpenTelemetry's messaging conventions (``messaging.system`` = ``workhorse``, the
+queue as ``messaging.destination.name``, the job id as ``messaging.message.id``) and add
+``workhorse.job.name``, ``workhorse.job.attempt`` and, on runs, ``workhorse.job.status``.
+A run whose status is not a success has its span status set to ERROR, and an exception
+escaping the handler is recorded on the span.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from workhorse.backends.base import NewJob
+from workhorse.chain import status_for_exception
+from workhorse.job import Job
+from workhorse.status import Outcome, Status
+from workhorse.types import Handler
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+    from workhorse.app import App
+
+#: The header names of the W3C trace context.
+TRACE_HEADERS = ("traceparent", "tracestate")
+SYSTEM = "workhorse"
+
+
+def install_tracing(app: App, tracer_provider: Any) -> None:
+    """Trace ``app``'s enqueues and runs through ``tracer_provider``."""
+    app.set_tracing(Tracing(tracer_provider))
+
+
+class Tracing:
+    """The spans of one app: ``enqueuing`` wraps a store write, ``adapter`` a run."""
+
+    def __init__(self, tracer_provider: Any) -> None:
+        try:
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+        except ImportError as exc:  # pragma: no cover - the extra is part of [all]
+            raise ImportError("tracing needs OpenTelemetry: install workhorse[otel]") from exc
+        from workhorse import __version__
+
+        self.tracer: Tracer = tracer_provider.get_tracer("workhorse", __version__)
+        self._propagator = TraceContextTextMapPropagator()
+
+    @contextlib.contextmanager
+    def enqueuing(self, jobs: Sequence[NewJob]) -> Iterator[list[NewJob]]:
+        """One PRODUCER span per job, open while the body writes them to the store; yields
+        the jobs with each span's trace context added to their headers.
+
+        A job whose headers already hold a ``traceparent`` (work handed on from another
+        traced system, a gRPC caller say) gets a span that is a child of that context.
+        """
+        from opentelemetry import trace
+
+        spans: list[Span] = []
+        traced: list[NewJob] = []
+        for job in jobs:
+            headers = dict(job.headers)
+            parent = self._propagator.extract(headers) if "traceparent" in headers else None
+            attributes = _attributes(job.name, job.queue, "send")
+            attributes["messaging.message.id"] = job.id
+            span = self.tracer.start_span(f"enqueue {job.name}", context=parent,
+                                          kind=trace.SpanKind.PRODUCER, attributes=attributes)
+            for name in TRACE_HEADERS:
+                headers.pop(name, None)
+            self._propagator.inject(headers, context=trace.set_span_in_context(span))
+            spans.append(span)
+            traced.append(dataclasses.replace(job, headers=headers))
+        try:
+            yield traced
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+
+    def adapter(self, handler: Handler) -> Handler:
+        """The outermost link of every chain: runs the handler inside a CONSUMER span whose
+        parent is the trace context in the job's headers."""
+        from opentelemetry import trace
+
+        tracer = self.tracer
+        propagator = self._propagator
+
+        async def traced(job: Job[Any]) -> Any:
+            parent = propagator.extract(job.headers) if "traceparent" in job.headers else None
+            attributes = _attributes(job.name, job.queue, "process")
+            attributes["messaging.message.id"] = job.id
+            attributes["workhorse.job.attempt"] = job.attempt
+            with tracer.start_as_current_span(
+                f"run {job.name}", context=parent, kind=trace.SpanKind.CONSUMER,
+                attributes=attributes, record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    result = await handler(job)
+                except BaseException as exc:
+                    _finish(span, status_for_exception(exc), exc)
+                    raise
+                _finish(span, job.ctx.status, None)
+                return result
+
+        return traced
+
+
+def _attributes(name: str, queue: str, operation: str) -> dict[str, Any]:
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": queue,
+        "workhorse.job.name": name,
+    }
+
+
+def _finish(span: Span, status: Status, exc: BaseException | None) -> None:
+    from opentelemetry import trace
+
+    span.set_attribute("workhorse.job.status", int(status))
+    if exc is not None:
+        span.record_exception(exc)
+    if status.outcome not in (Outcome.DONE, Outcome.CANCELLED):
+        description = f"{int(status)} {status.name}"
+        span.set_status(trace.Status(trace.StatusCode.ERROR, description))
+
+
+def trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context among ``headers`` (for handing a job's trace on)."""
+    return {name: headers[name] for name in TRACE_HEADERS if name in headers}
