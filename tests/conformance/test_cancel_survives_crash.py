@@ -190,3 +190,43 @@ async def test_a_release_without_a_cancel_still_requeues(backend, running_job):
     record = await backend.get(job.id)
     assert (record.state, record.attempt, record.cancel_requested) == (State.READY, 0, False)
 
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+
+async def test_retry_of_a_job_whose_cancel_was_asked_for_cancels_it(
+    backend, backend_url, running_job
+):
+    # The run failed with a retryable status before its worker heard of the cancel: the
+    # cancel wins, or the next claim would clear the flag and run the job again.
+    job = await cancel_running(backend, running_job, queue="q", unique_key="only")
+
+    before = await backend.now()
+    assert await backend.retry(job.id, job.token, run_at=before, status=503,
+                               error="JobError: down", traceback=None)
+    after = await backend.now()
+    await assert_cancelled_as_by_ack(backend, backend_url, job.id, attempt=1, before=before,
+                                     after=after)
+    [again] = await backend.enqueue([new_job(queue="q", unique_key="only")])
+    assert again.outcome is EnqueueOutcome.CREATED
+
+
+async def test_settle_retries_each_job_by_its_own_cancel_flag(
+    backend, backend_url, running_job
+):
+    kept = await running_job(queue="q1")
+    cancelled = await cancel_running(backend, running_job, queue="q2")
+
+    before = await backend.now()
+    assert await backend.settle([
+        Settlement(kept.id, kept.token, State.RETRYING, status=503, run_at=before,
+                   error="down"),
+        Settlement(cancelled.id, cancelled.token, State.RETRYING, status=503, run_at=before,
+                   error="down"),
+    ]) == [True, True]
+    after = await backend.now()
+    retrying = await backend.get(kept.id)
+    assert (retrying.state, retrying.status, retrying.error) == (State.RETRYING, 503, "down")
+    await assert_cancelled_as_by_ack(backend, backend_url, cancelled.id, attempt=1,
+                                     before=before, after=after)

@@ -188,6 +188,30 @@ async def test_cancel_a_running_job_reaches_its_worker(app):
     assert (await ref.record()).status == 499
 
 
+async def test_a_cancel_wins_over_a_retry_its_worker_had_not_heard_of(app):
+    # The run fails retryably after the cancel was asked for but before a heartbeat could
+    # tell the worker: the job must end CANCELLED, not be retried.
+    started, fail = asyncio.Event(), asyncio.Event()
+    runs = []
+
+    @app.handler("flaky", retries=3, backoff=wh.constant(0.01))
+    async def flaky(job: wh.Job) -> None:
+        runs.append(job.attempt)
+        started.set()
+        await fail.wait()
+        raise wh.JobError(503, "down")
+
+    ref = await app.enqueue("flaky")
+    async with running_worker(app, lease=120.0, heartbeat=60.0):
+        await asyncio.wait_for(started.wait(), 10)
+        assert await ref.cancel() is wh.State.RUNNING
+        fail.set()
+        await wait_state(ref, wh.State.CANCELLED)
+    record = await ref.record()
+    assert (record.state, record.status, record.attempt) == (wh.State.CANCELLED, 499, 1)
+    assert runs == [1]
+
+
 async def test_cancel_all_by_queue(app):
     app.register("a", lambda job: None, queue="qa")
     app.register("b", lambda job: None, queue="qb")

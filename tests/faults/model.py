@@ -172,8 +172,8 @@ class Model:
     @staticmethod
     def unacked_state(m: MJob) -> State:
         """The state a RUNNING job takes when it leaves RUNNING without its worker's ack
-        (reaped, or released): READY, or CANCELLED if a user asked to cancel it, so that
-        the cancel is not lost with its worker."""
+        (reaped, released, or retried: READY or RETRYING), or CANCELLED if a user asked to
+        cancel it, so that the cancel is not lost with its worker."""
         return S.CANCELLED if m.cancel_requested else S.READY
 
     def reap_states(self, m: MJob, gone: Iterable[str], before: float,

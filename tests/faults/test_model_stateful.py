@@ -595,11 +595,11 @@ class BackendMachine(RuleBasedStateMachine):
         check(record is not None, f"{self.alias(job_id)} vanished after {move}")
         assert record is not None
         m.let_go()
-        if move == "release" and model.unacked_state(m) is S.CANCELLED:
+        if move in ("release", "retry") and model.unacked_state(m) is S.CANCELLED:
             # A cancel was asked for: the job ends CANCELLED as if acked so, attempt counted.
-            m.move(S.CANCELLED, "release of a job whose cancel was asked for")
+            m.move(S.CANCELLED, f"{move} of a job whose cancel was asked for")
             m.status = 499
-            self.count("release: cancelled")
+            self.count(f"{move}: cancelled")
             self._finished_within(m, record, before, after)
         elif move == "release":
             m.move(S.READY, "release")

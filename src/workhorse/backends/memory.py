@@ -272,7 +272,7 @@ class MemoryBackend:
 
     def _cancel_unacked(self, record: JobRecord, now: float) -> None:
         """End a RUNNING job whose cancel was asked for and that leaves RUNNING without its
-        worker's ack (reap, release): CANCELLED, finished as ``ack`` would finish it."""
+        worker's ack (reap, release, retry): CANCELLED, finished as ``ack`` would finish it."""
         record.result = None
         record.error = "cancelled"
         self._leave_running(record)
@@ -284,6 +284,10 @@ class MemoryBackend:
             record = self._held(job_id, token)
             if record is None:
                 return False
+            if record.cancel_requested:
+                self._cancel_unacked(record, time.time())
+                self._work_waiters.wake_all()
+                return True
             self._leave_running(record)
             record.state = State.RETRYING
             record.status, record.error, record.traceback = status, error, traceback

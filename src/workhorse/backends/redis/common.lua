@@ -198,7 +198,7 @@ local function finish(key, id, queue, state, status, now_text)
   publish_result(key, id, queue, state, status, now_text)
 end
 
--- A job whose cancel was asked for leaves RUNNING without its worker's ack (reap, release):
+-- A job whose cancel was asked for leaves RUNNING without its worker's ack (reap, release, retry):
 -- it ends CANCELLED as an ack would end it (499, no result), never READY, so that the cancel
 -- is not lost with its worker. The caller has taken it out of RUNNING (leave_running).
 local function cancel_unacked(key, id, queue, now_text)

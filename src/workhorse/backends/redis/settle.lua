@@ -1,8 +1,9 @@
 -- settle: apply the ends of many runs, each an ack, retry, bury or release of a RUNNING job
 -- fenced by its token. ARGV: ttl, then 9 fields per settlement: id, token, state, status,
 -- result?, run_at, error?, traceback?, keep ("1"/"0"). The state picks the move: succeeded
--- or cancelled (ack), retrying, dead (bury; deleted unless keep) or ready (release; a job
--- whose cancel was asked for ends CANCELLED instead, see cancel_unacked).
+-- or cancelled (ack), retrying, dead (bury; deleted unless keep) or ready (release). A job
+-- whose cancel was asked for ends CANCELLED instead of retrying or ready (cancel_unacked):
+-- its worker failed or stopped before it heard of the cancel, which must not be lost.
 -- Returns 1 per settlement applied, 0 where the job is not RUNNING under the token.
 local now_text = clock()
 local done = {}
@@ -18,6 +19,10 @@ local function ack(key, id, queue, state, status, result)
 end
 
 local function retry(key, id, queue, run_at, status, err, traceback)
+  if redis.call('HEXISTS', key, 'cancel_requested') == 1 then
+    cancel_unacked(key, id, queue, now_text)
+    return
+  end
   redis.call('HSET', key, 'state', 'retrying', 'status', status, 'run_at', run_at,
     'finished_at', now_text)
   set_or_clear(key, 'error', err)

@@ -193,8 +193,8 @@ class SqliteBackend:
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         ended = await self._write(lambda conn: moves.settle(conn, settlements))
-        # A release of a job whose cancel was asked for finishes it: the state it ended in
-        # says so, not the settlement's.
+        # A release or retry of a job whose cancel was asked for finishes it: the state it
+        # ended in says so, not the settlement's.
         finished = [s.job_id for s, state in zip(settlements, ended, strict=True)
                     if state in FINISHED_STATES]
         if finished:

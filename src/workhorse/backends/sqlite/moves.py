@@ -266,14 +266,24 @@ def ack(
 def retry(
     conn: sqlite3.Connection, job_id: str, token: str, run_at: float, status: int,
     error: str | None, traceback: str | None,
-) -> bool:
-    """Move a held job to RETRYING, due at ``run_at``."""
-    cursor = conn.execute(
-        "UPDATE workhorse_jobs SET state = 'retrying', status = ?, error = ?, traceback = ?, "
-        f"run_at = ?, finished_at = ?, {_LET_GO} WHERE {_HELD}",
+) -> State | None:
+    """Move a held job to RETRYING, due at ``run_at``, or end it CANCELLED if its cancel was
+    asked for (its worker failed before it heard); the job's new state, or None if it was
+    not held."""
+    # SET expressions read the row as it was before the update: every CASE sees the same
+    # cancel_requested.
+    rows = conn.execute(
+        "UPDATE workhorse_jobs SET "
+        "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END, "
+        f"status = CASE WHEN cancel_requested THEN {int(Status.CANCELLED)} ELSE ? END, "
+        "result = CASE WHEN cancel_requested THEN NULL ELSE result END, "
+        "error = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END, "
+        "traceback = CASE WHEN cancel_requested THEN traceback ELSE ? END, "
+        "run_at = CASE WHEN cancel_requested THEN run_at ELSE ? END, "
+        f"finished_at = ?, {_LET_GO} WHERE {_HELD} RETURNING state",
         (status, error, traceback, run_at, time.time(), job_id, token),
-    )
-    return cursor.rowcount == 1
+    ).fetchall()
+    return State(rows[0][0]) if rows else None
 
 
 def bury(
@@ -298,8 +308,8 @@ def _or_cancelled(ready: str) -> str:
     finish it: status 499, no result, finished at the time given as the first parameter.
 
     A cancel must not be lost when its job leaves RUNNING without its worker's ack (reap,
-    release). SET expressions read the row as it was before the update, so every CASE
-    sees the same ``cancel_requested``.
+    release; ``retry`` does the same in its own statement). SET expressions read the row
+    as it was before the update, so every CASE sees the same ``cancel_requested``.
     """
     return (
         "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, "
@@ -333,7 +343,9 @@ def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement]) -> list[
             ok = ack(conn, s.job_id, s.token, s.state, s.status, s.result)
         elif s.state is State.RETRYING:
             assert s.run_at is not None, "a retry needs run_at"
-            ok = retry(conn, s.job_id, s.token, s.run_at, s.status, s.error, s.traceback)
+            done.append(retry(conn, s.job_id, s.token, s.run_at, s.status, s.error,
+                              s.traceback))
+            continue
         elif s.state is State.DEAD:
             ok = bury(conn, s.job_id, s.token, s.status, s.error, s.traceback, s.keep)
         elif s.state is State.READY:
