@@ -81,7 +81,8 @@ for _command in [*ADMIN_COMMANDS, *MOVE_COMMANDS]:
               help="Put job args and results in the job log lines (they may hold personal "
                    "data).")
 @click.option("--metrics-port", default=None, type=int,
-              help="Serve /healthz and /readyz on this port (with -p, process i on PORT+i).")
+              help="Serve /healthz, /readyz and /metrics on this port (with -p, process i on "
+                   "PORT+i).")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True,
               help="Address the --metrics-port server binds.")
 def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
@@ -108,7 +109,7 @@ def worker(app_spec: str, concurrency: int, queues: str | None, processes: int,
         if metrics_port is not None:
             from workhorse.health import serve_worker
 
-            server = serve_worker(runner, metrics_port, metrics_host)
+            server = serve_worker(runner, metrics_port, metrics_host, metrics=True)
             log.info("serving %s on %s:%d", ", ".join(server.paths), metrics_host, server.port)
         try:
             await runner.run()

@@ -156,10 +156,12 @@ def readiness(loop: asyncio.AbstractEventLoop, probe: Callable[[], Awaitable[obj
 
 
 def serve_worker(worker: Worker, port: int, host: str = "0.0.0.0", *,
-                 loop: asyncio.AbstractEventLoop | None = None) -> HealthServer:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 metrics: bool = False) -> HealthServer:
     """Start a HealthServer for ``worker`` (call it from the worker's event loop):
-    ``/healthz``, ``/readyz`` (``backend.now()`` answers), and the path of each
-    ``middleware.health`` check among the app's adapters.
+    ``/healthz``, ``/readyz`` (``backend.now()`` answers), the path of each
+    ``middleware.health`` check among the app's adapters, and with ``metrics`` ``/metrics``
+    (the app's Prometheus metrics) when prometheus-client is installed.
     """
     loop = loop or asyncio.get_running_loop()
     app = worker.app
@@ -172,6 +174,13 @@ def serve_worker(worker: Worker, port: int, host: str = "0.0.0.0", *,
     server.route("/readyz", readiness(loop, store_answers))
     for check in health_checks(worker):
         server.route(check.path, check.route)
+    if metrics:
+        try:
+            from workhorse.telemetry.prometheus import prometheus_metrics
+
+            server.route("/metrics", prometheus_metrics(app, loop=loop).route)
+        except ImportError as exc:
+            log.warning("no /metrics: %s", exc)
     server.start()
     return server
 

@@ -17,8 +17,9 @@ import dataclasses
 import enum
 import logging
 import time
+import weakref
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,13 @@ log = logging.getLogger("workhorse.results")
 
 #: A subscription logs its drops at most this often, seconds.
 _DROP_LOG_EVERY = 1.0
+
+#: Told of each result a full buffer drops (the lost one); see ``on_drop``.
+DropListener = Callable[["Result"], None]
+
+# Per app, not on App: only telemetry listens, and an app nobody measures pays nothing.
+_drop_listeners: weakref.WeakKeyDictionary[App, list[DropListener]] = (
+    weakref.WeakKeyDictionary())
 
 
 class Drop(enum.Enum):
@@ -157,9 +165,10 @@ class ResultSubscription:
         if len(self._items) >= self.buffer:
             self.dropped += 1
             self._log_drops()
+            lost = result if self.drop is Drop.NEWEST else self._items.popleft()
+            _tell_drop(self._app, lost)
             if self.drop is Drop.NEWEST:
                 return
-            self._items.popleft()
         self._items.append(result)
         self._ready.set()
 
@@ -285,6 +294,21 @@ class ResultHub:
                 subscription.fail(exc)
             self.subscriptions.clear()
             await self._shut()
+
+
+def on_drop(app: App, listener: DropListener) -> None:
+    """Call ``listener(result)`` with each result that a full buffer of one of ``app``'s
+    subscriptions drops (metrics count drops this way). It runs inline on the subscription's
+    loop: keep it quick; one that raises is logged."""
+    _drop_listeners.setdefault(app, []).append(listener)
+
+
+def _tell_drop(app: App, lost: Result) -> None:
+    for listener in _drop_listeners.get(app, ()):
+        try:
+            listener(lost)
+        except Exception:
+            log.exception("result drop listener %r failed", listener)
 
 
 def _set_or_none(values: Iterable[str] | None) -> Collection[str] | None:
