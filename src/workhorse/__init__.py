@@ -9,6 +9,8 @@
         ...
 """
 
+from types import ModuleType as _ModuleType
+
 from workhorse import middleware as middleware
 from workhorse.admin import Admin as Admin
 from workhorse.admin import Attempt as Attempt
@@ -49,6 +51,16 @@ from workhorse.types import Handler as Handler
 from workhorse.worker import Worker as Worker
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _ModuleType:
+    # ``wh.grpc`` imports the gRPC surface on first use: grpcio is an optional extra.
+    if name == "grpc":
+        import importlib
+
+        return importlib.import_module("workhorse.grpc")
+    raise AttributeError(f"module 'workhorse' has no attribute {name!r}")
+
 
 __all__ = [
     "Adapter",

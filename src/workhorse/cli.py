@@ -19,6 +19,7 @@ import click
 from workhorse.admin_cli import COMMANDS as ADMIN_COMMANDS
 from workhorse.admin_moves_cli import COMMANDS as MOVE_COMMANDS
 from workhorse.app import App
+from workhorse.grpc.cli import grpc_command
 from workhorse.web.cli import ui
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -57,6 +58,7 @@ def main() -> None:
 
 
 main.add_command(ui)
+main.add_command(grpc_command)
 for _command in [*ADMIN_COMMANDS, *MOVE_COMMANDS]:
     main.add_command(_command)
 

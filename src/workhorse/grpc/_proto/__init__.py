@@ -1,0 +1,1 @@
+"""The generated protobuf code; ``python -m workhorse.grpc.regenerate`` remakes it."""
