@@ -56,10 +56,14 @@ local function member_id(member)
   return string.match(member, MEMBER_ID)
 end
 
-local function ready_add(queue, name, priority, seq, id)
+local function ready_score(priority)
   local score = -(tonumber(priority) or 0)
   if score == 0 then score = 0 end -- not "-0"
-  redis.call('ZADD', ready_key(queue, name), score, ready_member(seq, id))
+  return score
+end
+
+local function ready_add(queue, name, priority, seq, id)
+  redis.call('ZADD', ready_key(queue, name), ready_score(priority), ready_member(seq, id))
   redis.call('SADD', names_key(queue), name)
 end
 

@@ -56,10 +56,25 @@ for queue, count in pairs(adding) do
   end
 end
 
+-- Per-job calls are what a bulk enqueue costs in Redis, so the writes are grouped: one INCRBY
+-- reserves the batch's sequence numbers, and the sorted-set adds go out in chunks per key.
+local zadds = {} -- key -> flat {score, member, score, member, ...}
+local function zadd_later(key, score, member)
+  local args = zadds[key]
+  if not args then
+    args = {}
+    zadds[key] = args
+  end
+  args[#args + 1] = score
+  args[#args + 1] = member
+end
+
+local ready_keys, names_added = {}, {}
+local seq = #writes > 0 and redis.call('INCRBY', P .. 'seq', #writes) - #writes or 0
 for _, w in ipairs(writes) do
   local id, name, queue, payload, headers, priority, timeout, due, unique, idem, state =
     unpack(w, 1, 11)
-  local seq = redis.call('INCR', P .. 'seq')
+  seq = seq + 1
   local key = job_key(id)
   redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'payload', payload,
     'headers', headers, 'priority', priority, 'state', state, 'attempt', 0, 'run_at', due,
@@ -73,12 +88,33 @@ for _, w in ipairs(writes) do
     redis.call('HSET', key, 'idempotency_key', idem)
     redis.call('SET', P .. 'idem:' .. idem, id)
   end
-  redis.call('ZADD', P .. 'jobs', seq, id)
+  zadd_later(P .. 'jobs', seq, id)
   if state == 'ready' then
-    ready_add(queue, name, priority, seq, id)
+    local names = ready_keys[queue]
+    if not names then
+      names = {}
+      ready_keys[queue] = names
+    end
+    local rkey = names[name]
+    if not rkey then
+      rkey = ready_key(queue, name)
+      names[name] = rkey
+    end
+    zadd_later(rkey, ready_score(priority), ready_member(seq, id))
+    names_added[queue .. '\0' .. name] = {queue, name}
   else
-    redis.call('ZADD', P .. 'scheduled:' .. queue, due, id)
+    zadd_later(P .. 'scheduled:' .. queue, due, id)
   end
+end
+
+local CHUNK = 2000 -- arguments per ZADD: well below Lua's limit on unpack
+for key, args in pairs(zadds) do
+  for first = 1, #args, CHUNK do
+    redis.call('ZADD', key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+  end
+end
+for _, added in pairs(names_added) do
+  redis.call('SADD', names_key(added[1]), added[2])
 end
 
 -- A new scheduled job may fall due before an idle waiter's timeout: wake one to look.
