@@ -13,12 +13,14 @@ from typing_extensions import Unpack
 
 from workhorse.app import App
 from workhorse.backends.base import State
+from workhorse.consume import Consumer
 from workhorse.hooks import EventKind
 from workhorse.job import Job
 from workhorse.options import HandlerOptionsDict
 from workhorse.registry import Registration
 from workhorse.reports import finish_state, local_event, log_finish, wants_line
 from workhorse.runner import Runner
+from workhorse.sources.base import Source
 from workhorse.tasks import TaskSet
 from workhorse.types import HandlerFunc
 
@@ -54,6 +56,7 @@ class LocalWorker:
         self._runs = TaskSet(f"{name}-run")
         self._loops = TaskSet(f"{name}-loop")
         self._started = False
+        self._consumers: list[Consumer] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -66,6 +69,9 @@ class LocalWorker:
         """Stop: no new runs; running ones finish within ``timeout`` (if graceful), then are
         cancelled. Afterwards no task or thread of this worker is left."""
         self._started = False
+        # Sources first: their runs finish or are nacked, then the sources close.
+        await asyncio.gather(*(c.stop(graceful=graceful, timeout=timeout)
+                               for c in self._consumers))
         await self._loops.cancel()
         if graceful:
             await self._runs.wait(timeout)
@@ -160,15 +166,26 @@ class LocalWorker:
 
         return self._loops.spawn(loop(), f"every:{job.name}")
 
-    def perform_receive(self, job: Job[Any], source: Receivable, *,
+    def perform_receive(self, job: Job[Any], source: Receivable | Source, *,
                         sync: bool = False) -> asyncio.Task[None]:
         """Run ``job`` once per value from ``source``; the value is the run's ``job.message``.
 
         ``source`` is an async iterable (the task ends once it is exhausted and its runs are
         done) or an asyncio.Queue (read until the worker stops). ``sync=True`` runs one value
         at a time, in order; otherwise up to ``concurrency`` at once.
+
+        A ``workhorse.sources.Source`` is consumed as ``Worker.consume`` does: each message
+        is acked, nacked or dead-lettered by its run's status and the handler's retries (its
+        body is also the run's args when it is a JSON object); the worker's stop finishes or
+        nacks the runs in flight and closes the source.
         """
         self._check(job)
+        if isinstance(source, Source):
+            consumer = Consumer(self.app, source, job.name,
+                                concurrency=1 if sync else self.concurrency, template=job,
+                                log_runs=self.log_runs, log_payloads=self.log_payloads)
+            self._consumers.append(consumer)
+            return self._loops.spawn(consumer.run(), f"receive:{job.name}:{source.name}")
 
         async def receive() -> None:
             pending: set[asyncio.Task[Job[Any]]] = set()

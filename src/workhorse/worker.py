@@ -28,6 +28,7 @@ from workhorse.backends.base import (
     WorkerInfo,
 )
 from workhorse.chain import describe_exception
+from workhorse.consume import Consumer
 from workhorse.errors import SerializationError, StoreError
 from workhorse.job import Job, new_job_id
 from workhorse.lease_keeper import LeaseKeeper
@@ -37,6 +38,7 @@ from workhorse.reports import finish_event, log_finish, start_event, wants_line
 from workhorse.retry import Action, decide
 from workhorse.runner import Runner
 from workhorse.settler import Settler
+from workhorse.sources.base import Source
 from workhorse.status import Outcome, Status
 from workhorse.tasks import TaskSet
 
@@ -133,6 +135,9 @@ class Worker:
         self._claiming = False
         #: Jobs this worker has started and settled, for summaries.
         self.processed = 0
+        #: Sources this worker consumes (``consume``), started and stopped with it.
+        self.consumers: list[Consumer] = []
+        self._started = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -149,6 +154,24 @@ class Worker:
             self._loops.spawn(self._schedule_loop(), "schedule")
         if self.prune_interval > 0:
             self._loops.spawn(self._prune_loop(), "prune")
+        self._started = True
+        for consumer in self.consumers:
+            self._loops.spawn(consumer.run(), f"consume:{consumer.source.name}")
+
+    def consume(self, source: Source, handler: str, *, concurrency: int | None = None) -> Consumer:
+        """Run ``handler`` once per message of ``source`` (up to ``concurrency`` at once,
+        by default the worker's), from ``start()`` until ``stop()``; the run's status acks,
+        nacks or dead-letters each message (see ``workhorse.consume``). Returns the consumer,
+        whose ``stats`` count what it did."""
+        consumer = Consumer(self.app, source, handler,
+                            concurrency=concurrency or self.concurrency, grace=self.grace,
+                            log_runs=self.log_runs, log_payloads=self.log_payloads,
+                            worker_id=self.id)
+        self.app.registry.get(handler)  # an unknown handler fails here, not in the worker
+        self.consumers.append(consumer)
+        if self._started and not self._stopping:
+            self._loops.spawn(consumer.run(), f"consume:{source.name}")
+        return consumer
 
     async def run(self) -> None:
         """Start, then run until stopped; SIGINT/SIGTERM stop gracefully (a second signal
@@ -181,9 +204,14 @@ class Worker:
             return
         self._stopping = True
         self._slot_freed.set()
+        grace = self.grace if timeout is None else timeout
+        # The consumers stop alongside the runs (a gather starts its tasks at once).
+        consumers = asyncio.gather(*(c.stop(graceful=graceful, timeout=grace)
+                                     for c in self.consumers))
         await self._release_buffered()
         if graceful:
-            await self._runs.wait(self.grace if timeout is None else timeout)
+            await self._runs.wait(grace)
+        await consumers
         for running in list(self._running.values()):
             self._cancel_run(running, "shutdown")
         unrecorded = not await self._runs.wait(30.0) or (
