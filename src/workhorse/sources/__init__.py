@@ -9,7 +9,10 @@ Each source imports its client library (an optional dependency) only when first 
 from workhorse.sources.base import Message as Message
 from workhorse.sources.base import Source as Source
 from workhorse.sources.base import SourceClosed as SourceClosed
+from workhorse.sources.nats_jetstream import NatsJetStreamSource as NatsJetStreamSource
 from workhorse.sources.postgres_table import PostgresTableSource as PostgresTableSource
+from workhorse.sources.rabbitmq import RabbitMQSource as RabbitMQSource
 from workhorse.sources.redis_streams import RedisStreamSource as RedisStreamSource
 
-__all__ = ["Message", "PostgresTableSource", "RedisStreamSource", "Source", "SourceClosed"]
+__all__ = ["Message", "NatsJetStreamSource", "PostgresTableSource", "RabbitMQSource",
+           "RedisStreamSource", "Source", "SourceClosed"]

@@ -21,6 +21,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from workhorse import codec
+
+
+def decode_body(data: bytes | str) -> Any:
+    """A message's payload as ``Message.body`` holds it: the decoded JSON where it is JSON,
+    else ``data`` as it came."""
+    try:
+        return codec.decode(data)
+    except Exception:
+        return data
+
 
 class SourceClosed(Exception):
     """Raised by a settle call when the source was closed or lost the message's delivery

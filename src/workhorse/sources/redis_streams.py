@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workhorse.backoff import exponential
-from workhorse.sources.base import Message, SourceClosed
+from workhorse.sources.base import Message, SourceClosed, decode_body
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -240,12 +240,7 @@ class RedisStreamSource:
     def _message(self, entry_id: bytes | str, raw: Mapping[Any, Any],
                  deliveries: int) -> RedisStreamMessage:
         fields = {_text(k): _text(v) for k, v in raw.items()}
-        body: Any = fields
-        if "body" in fields:
-            try:
-                body = json.loads(fields["body"])
-            except ValueError:
-                body = fields["body"]
+        body: Any = decode_body(fields["body"]) if "body" in fields else fields
         headers: dict[str, str] = {}
         if "headers" in fields:
             with contextlib.suppress(ValueError, AttributeError):
