@@ -124,6 +124,20 @@ async def test_a_caller_trace_context_in_headers_becomes_the_parent(app, spans):
     assert record.headers["traceparent"] != upstream
 
 
+async def test_an_in_process_run_is_the_child_of_the_caller_span(app, provider, spans):
+    @app.handler("inline")
+    async def inline(job: wh.Job) -> int:
+        return 1
+
+    tracer = trace.get_tracer("test", tracer_provider=provider)
+    async with wh.LocalWorker(app, log_runs=False) as worker:
+        with tracer.start_as_current_span("caller") as caller:
+            await worker.perform(wh.Job("inline"), sync=True)
+    [run] = named(spans, "run inline")
+    assert parent_of(run) == ids_of(caller)
+    assert run.attributes["workhorse.job.status"] == 200
+
+
 def ids_of(span: trace.Span) -> tuple[int, int]:
     context = span.get_span_context()
     return context.trace_id, context.span_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ import workhorse as wh
 from tests.grpc.conftest import bounded
 from tests.grpc.protos import CropRequest, ResizeRequest
 from workhorse.grpc._proto.workhorse.v1 import jobs_pb2
+from workhorse.grpc.payloads import request_for
 
 
 def typed_handlers(app: wh.App) -> list[object]:
@@ -136,3 +138,15 @@ def test_message_types_lists_the_typed_handlers():
     app = wh.App("memory://")
     typed_handlers(app)
     assert wh.grpc.message_types(app) == {"resize": ResizeRequest}
+
+
+def test_a_spec_run_at_is_utc_whatever_the_server_time_zone(monkeypatch):
+    at = 1_800_000_000.25
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        request = request_for(wh.grpc.job_spec("plain", {}, at=at), {})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert request.at == pytest.approx(at, abs=1e-6)

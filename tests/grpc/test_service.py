@@ -205,3 +205,28 @@ async def test_an_unexpected_error_is_internal_and_logged_without_the_request(
     assert failed.value.code() is grpc.StatusCode.INTERNAL
     assert "RuntimeError" in caplog.text
     assert "4111-private" not in caplog.text and "4111-private" not in failed.value.details()
+
+
+@pytest.mark.parametrize("app", ["memory"], indirect=True)
+async def test_stopping_ends_open_result_streams_without_waiting_the_grace(app, serve, connect):
+    server = await serve(app)
+    client = connect(server)
+    async with client.results(timeout=30) as results:
+        # A stream never ends on its own: the stop would wait out its grace without ending it.
+        await bounded(server.stop(grace=60))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await bounded(anext(results))
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("app", ["memory"], indirect=True)
+async def test_a_second_server_cannot_take_a_busy_port(app, serve):
+    first = await serve(app)
+    other = wh.App("memory://")
+    second = wh.grpc.Server(other, port=first.port, host="127.0.0.1")
+    try:
+        with pytest.raises(OSError, match="cannot listen"):
+            await second.start()
+    finally:
+        await second.stop(grace=None)
+        await other.close()

@@ -162,3 +162,24 @@ async def test_instrumenting_twice_with_one_provider_counts_once():
 def test_a_meter_provider_must_be_one():
     with pytest.raises(TypeError, match="MeterProvider"):
         wh.App("memory://").instrument(meter_provider=object())
+
+
+async def test_one_collection_reads_the_store_s_queue_stats_once():
+    app, reader = instrumented("memory://")
+    backend = await app.backend()
+    store_queue_stats = backend.queue_stats
+    reads = []
+
+    async def counted():  # the real store's answer, counted
+        reads.append(1)
+        return await store_queue_stats()
+
+    backend.queue_stats = counted
+    try:
+        await app.enqueue("greet", {"name": "x"})
+        points = await read_points(reader)
+    finally:
+        await app.close()
+    assert points[("workhorse.queue.depth", (("queue", "default"), ("state", "ready")))] == 1
+    assert ("workhorse.queue.latency", (("queue", "default"),)) in points
+    assert len(reads) == 1

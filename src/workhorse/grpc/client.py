@@ -159,7 +159,8 @@ class Client:
         """Wait for the job to finish and return its result (decoded JSON).
 
         Raises JobFailed if it ended dead or cancelled, TimeoutError if it is still live
-        after ``timeout`` seconds (it keeps running: only ``cancel`` stops a job).
+        after ``timeout`` seconds (it keeps running: only ``cancel`` stops a job),
+        ConnectionError if the server ended the stream first.
         """
         try:
             async with self.results(job_ids=[job_id], timeout=timeout) as results:
@@ -169,6 +170,7 @@ class Client:
                 async for found in results:
                     return _outcome(job_id, found.state, found.status, found.json_result,
                                     found.error)
+            raise ConnectionError(f"the result stream ended before job {job_id} finished")
         except grpc.aio.AioRpcError as exc:
             if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise

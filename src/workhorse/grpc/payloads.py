@@ -136,7 +136,8 @@ def request_for(spec: jobs_pb2.JobSpec, types: Mapping[str, type[Message]]) -> E
         queue=spec.queue or None,
         priority=spec.priority if spec.HasField("priority") else None,
         delay=spec.delay.ToTimedelta().total_seconds() if spec.HasField("delay") else None,
-        at=spec.run_at.ToDatetime().timestamp() if spec.HasField("run_at") else None,
+        # Not ToDatetime().timestamp(): that naive datetime is UTC, read as local time.
+        at=spec.run_at.ToNanoseconds() / 1e9 if spec.HasField("run_at") else None,
         timeout=spec.timeout.ToTimedelta().total_seconds() if spec.HasField("timeout") else None,
         headers=headers,
         unique=True if spec.unique or spec.unique_key else None,

@@ -73,17 +73,23 @@ class Server:
     async def start(self) -> None:
         """Bind and start serving; returns at once."""
         interceptors = [AuthInterceptor(self.auth)] if self.auth is not None else []
-        server = grpc.aio.server(interceptors=interceptors)
+        # grpc sets SO_REUSEPORT by default: a second server on a busy port would bind it
+        # too, and the kernel would share the calls between the two (and their stores).
+        server = grpc.aio.server(interceptors=interceptors,
+                                 options=[("grpc.so_reuseport", 0)])
         self.servicer = add_jobs_service(server, self.app, types=self.types)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self.host}:{self.port}"
-        if self.tls is not None:
-            bound = server.add_secure_port(address, self.tls.credentials())
-        else:
-            bound = server.add_insecure_port(address)
+        try:
+            if self.tls is not None:
+                bound = server.add_secure_port(address, self.tls.credentials())
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises this on a failed bind, not OSError
+            raise OSError(f"cannot listen on {address}") from exc
         if not bound:
             raise OSError(f"cannot listen on {address}")
         self.port = bound
@@ -103,13 +109,15 @@ class Server:
             await self._server.wait_for_termination()
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Stop serving: new calls are refused, calls in flight get ``grace`` seconds, and
-        open result streams end. Jobs are not touched."""
+        """Stop serving: new calls are refused, open result streams end at once with
+        UNAVAILABLE, other calls in flight get ``grace`` seconds. Jobs are not touched."""
         server, self._server = self._server, None
         if server is None:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.servicer is not None:
+            await self.servicer.end_streams()
         await server.stop(grace)
 
     async def __aenter__(self) -> Server:

@@ -25,7 +25,7 @@ from workhorse.grpc.messages import (
     stats_message,
 )
 from workhorse.grpc.payloads import InvalidSpec, message_types, request_for
-from workhorse.results import Drop
+from workhorse.results import Drop, ResultSubscription
 
 log = logging.getLogger("workhorse.grpc")
 
@@ -48,6 +48,16 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self.app = app
         self.types = dict(types or {})
         self.stream_buffer = stream_buffer
+        #: The subscriptions of open StreamResults calls, for ``end_streams``.
+        self._streams: set[ResultSubscription] = set()
+        self._stopping = False
+
+    async def end_streams(self) -> None:
+        """End every open ``StreamResults`` call with UNAVAILABLE and refuse new ones: a
+        stopping server would otherwise wait its whole grace for streams that never end."""
+        self._stopping = True
+        for subscription in list(self._streams):
+            await subscription.close()
 
     def _types(self) -> dict[str, type[Message]]:
         # Read on each call: handlers may be registered after the server starts.
@@ -89,12 +99,16 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
     async def StreamResults(self, request: jobs_pb2.StreamResultsRequest,
                             context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[jobs_pb2.Result]:
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping")
         subscription = self.app.subscribe_results(
             self.stream_buffer, Drop.NEWEST, job_ids=list(request.job_ids) or None,
             names=list(request.names) or None, queues=list(request.queues) or None)
+        self._streams.add(subscription)
         try:
             await subscription.start()
         except Exception as exc:
+            self._streams.discard(subscription)
             await subscription.close()
             await abort_for(context, exc)
         # A client's deadline or cancel ends this generator (CancelledError at a yield or
@@ -107,7 +121,10 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
                     yield result_message(result)
             except Exception as exc:  # the store's feed failed: the stream ends with it
                 await abort_for(context, exc)
+            if self._stopping:  # end_streams closed it: the caller may retry elsewhere
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping")
         finally:
+            self._streams.discard(subscription)
             await subscription.close()
 
     async def ListQueues(self, request: jobs_pb2.ListQueuesRequest,

@@ -7,6 +7,8 @@ attributes as the Prometheus labels; docs/metrics.md lists them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,12 @@ from workhorse.telemetry.recorder import (
 
 if TYPE_CHECKING:
     from workhorse.app import App
+    from workhorse.backends.base import QueueStats
     from workhorse.telemetry.queue_sampler import QueueSampler
+
+#: Seconds one read of the store's queue stats serves both queue gauges: a collection calls
+#: their callbacks one after the other, and each would otherwise ask the store again.
+SHARED_READ = 1.0
 
 
 def install_metrics(app: App, meter_provider: Any) -> None:
@@ -55,6 +62,9 @@ class OtelOutput:
 
         meter = meter_provider.get_meter("workhorse", __version__)
         self._queues = queues
+        self._read_at = float("-inf")
+        self._stats: list[QueueStats] = []
+        self._read_lock = threading.Lock()
         self._instruments: dict[str, Any] = {}
         for metric in CATALOGUE:
             if metric.kind is Kind.COUNTER:
@@ -71,16 +81,24 @@ class OtelOutput:
 
         def depth(_options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(count, {"queue": stats.name, "state": state.value})
-                    for stats in self._queues.read() for state, count in stats.counts.items()]
+                    for stats in self._queue_stats() for state, count in stats.counts.items()]
 
         def latency(_options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(stats.latency, {"queue": stats.name})
-                    for stats in self._queues.read()]
+                    for stats in self._queue_stats()]
 
         meter.create_observable_gauge(QUEUE_DEPTH.otel_name, [depth], QUEUE_DEPTH.unit,
                                       QUEUE_DEPTH.description)
         meter.create_observable_gauge(QUEUE_LATENCY.otel_name, [latency], QUEUE_LATENCY.unit,
                                       QUEUE_LATENCY.description)
+
+    def _queue_stats(self) -> list[QueueStats]:
+        """The store's queue stats, read once for the two gauges of a collection."""
+        with self._read_lock:  # a second reader's collection waits for this read, not twice
+            if time.monotonic() - self._read_at >= SHARED_READ:
+                self._stats = self._queues.read()
+                self._read_at = time.monotonic()
+            return self._stats
 
     def record(self, metric: Metric, value: float, labels: Labels) -> None:
         instrument = self._instruments[metric.key]
