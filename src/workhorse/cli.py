@@ -34,17 +34,23 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def load_app(spec: str) -> App:
-    """Import ``module:attribute`` (an App, or a function returning one)."""
+def load_object(spec: str, what: str = "app") -> Any:
+    """Import ``module:attribute`` (the module found from the current directory too);
+    click.BadParameter naming ``what`` if it cannot be loaded."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"{spec!r} is not of the form module:app")
+        raise click.BadParameter(f"{spec!r} is not of the form module:{what}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        target: Any = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {spec!r}: {exc}") from exc
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise click.BadParameter(f"cannot load the {what} {spec!r}: {exc}") from exc
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (an App, or a function returning one)."""
+    target = load_object(spec)
     app = target() if callable(target) and not isinstance(target, App) else target
     if not isinstance(app, App):
         raise click.BadParameter(f"{spec!r} is not a workhorse App")

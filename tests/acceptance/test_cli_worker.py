@@ -87,7 +87,7 @@ def test_worker_processes_option_starts_several_processes(env):
     [
         (["enqueue", "cliapp:app", "greet", "--args", "{bad"], "--args is not valid JSON"),
         (["enqueue", "cliapp:app", "greet", "--in", "soon"], "not a duration"),
-        (["enqueue", "nomodule:app", "greet"], "cannot load 'nomodule:app'"),
+        (["enqueue", "nomodule:app", "greet"], "cannot load the app 'nomodule:app'"),
         (["worker", "cliapp"], "not of the form module:app"),
     ],
 )

@@ -55,7 +55,7 @@ async def test_the_hook_sees_metadata_and_method_and_may_deny(app, serve, connec
             raise wh.grpc.Unauthenticated("who are you?")
         if method.endswith("/Enqueue") and metadata["x-role"] != "writer":
             raise wh.grpc.PermissionDenied("read only")
-        return None
+        return True
 
     server = await serve(app, auth=auth)
     reader = connect(server, metadata={"x-role": "reader"})

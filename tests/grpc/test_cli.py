@@ -13,7 +13,7 @@ from workhorse.cli import main
     (["--tls-key", "{certs}/server_key.pem"], "go together"),
     (["--tls-client-ca", "{certs}/ca.pem"], "needs --tls-cert"),
     (["--auth", "tests.grpc.grpcapp:nothing"], "cannot load the auth hook"),
-    (["--auth", "tests.grpc.grpcapp:build"], "cannot load 'tests.grpc.grpcapp:missing'"),
+    (["--auth", "tests.grpc.grpcapp:build"], "cannot load the app 'tests.grpc.grpcapp:missing'"),
 ])
 def test_bad_options_are_refused(certs, args, message):
     args = [a.format(certs=certs.folder) for a in args]

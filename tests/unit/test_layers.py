@@ -37,6 +37,7 @@ LAYERS = {
     "workhorse.admin_cli": SURFACES, "workhorse.admin_moves_cli": SURFACES,
     "workhorse.demo": SURFACES, "workhorse.health": SURFACES, "workhorse.web": SURFACES,
     "workhorse.grpc": SURFACES, "workhorse.telemetry.prometheus": SURFACES,
+    "workhorse.tokens": SURFACES,
 }
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workhorse.grpc.auth import AuthHook as AuthHook
+    from workhorse.grpc.auth import AuthInterceptor as AuthInterceptor
     from workhorse.grpc.auth import PermissionDenied as PermissionDenied
     from workhorse.grpc.auth import Unauthenticated as Unauthenticated
     from workhorse.grpc.auth import bearer_token as bearer_token
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _EXPORTS = {
-    "AuthHook": "auth", "PermissionDenied": "auth", "Unauthenticated": "auth",
-    "bearer_token": "auth", "Client": "client", "job_spec": "client",
+    "AuthHook": "auth", "AuthInterceptor": "auth", "PermissionDenied": "auth",
+    "Unauthenticated": "auth", "bearer_token": "auth", "Client": "client", "job_spec": "client",
     "PROTO_TYPE_HEADER": "payloads", "ProtoArgs": "payloads", "message_types": "payloads",
     "proto_args": "payloads", "proto_handler": "payloads", "Server": "server",
     "ServerTLS": "server", "JobsServicer": "servicer", "add_jobs_service": "servicer",

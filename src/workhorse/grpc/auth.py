@@ -1,16 +1,16 @@
 """Authentication: an ``auth(metadata, method)`` hook run as a server interceptor.
 
 The hook gets the call's metadata (text values only, keys lower-case) and the full method
-name (``/workhorse.v1.Jobs/Enqueue``). Returning None or True lets the call through;
-returning False or raising ``Unauthenticated`` ends it with UNAUTHENTICATED; raising
-``PermissionDenied`` with PERMISSION_DENIED. The hook may be a coroutine function. Health
+name (``/workhorse.v1.Jobs/Enqueue``). Only a return of True lets the call through, so a
+hook that forgets to return refuses rather than admits; anything else returned, or raising
+``Unauthenticated``, ends it with UNAUTHENTICATED; raising ``PermissionDenied`` with
+PERMISSION_DENIED. The hook may be a coroutine function. Health
 checks are exempt, so load balancers can probe without a token; reflection is not.
 Neither metadata values nor tokens are ever logged.
 """
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,11 +19,12 @@ from typing import Any
 import grpc
 
 from workhorse.errors import WorkhorseError
+from workhorse.tokens import bearer_matches
 
 log = logging.getLogger("workhorse.grpc")
 
-#: ``auth(metadata, method)``: None/True allows, False or ``Unauthenticated`` refuses.
-AuthHook = Callable[[Mapping[str, str], str], "bool | Awaitable[bool | None] | None"]
+#: ``auth(metadata, method)``: True allows; anything else, or ``Unauthenticated``, refuses.
+AuthHook = Callable[[Mapping[str, str], str], "bool | Awaitable[bool]"]
 
 #: Method prefixes the hook is not asked about.
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -39,14 +40,12 @@ class PermissionDenied(WorkhorseError):
 
 def bearer_token(token: str) -> AuthHook:
     """An auth hook accepting only ``authorization: Bearer <token>`` (compared in constant
-    time)."""
+    time), as the dashboard's token does."""
     if not token:
         raise ValueError("the token must not be empty")
-    expected = f"Bearer {token}".encode()
 
     def check(metadata: Mapping[str, str], method: str) -> bool:
-        given = metadata.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+        return bearer_matches(metadata.get("authorization", ""), token)
 
     return check
 
@@ -87,7 +86,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # (which might quote a token) is not logged, only that it failed.
             log.error("the gRPC auth hook raised on %s; the call was refused", method)
             return grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"
-        if verdict is False:
+        if verdict is not True:
             return grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"
         return None
 

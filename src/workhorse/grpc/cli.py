@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
 import signal
-import sys
-from typing import Any
 
 import click
 
@@ -37,7 +33,7 @@ def grpc_command(app_spec: str, host: str, port: int, token: str | None,
                  auth_spec: str | None, tls_cert: str | None, tls_key: str | None,
                  tls_client_ca: str | None, log_level: str) -> None:
     """Serve the gRPC job service (with health checking and reflection) for MODULE:APP."""
-    from workhorse.cli import load_app  # here: workhorse.cli imports this module
+    from workhorse.cli import load_app, load_object  # here: workhorse.cli imports this
 
     if token and auth_spec:
         raise click.UsageError("give --token or --auth, not both")
@@ -57,7 +53,9 @@ def grpc_command(app_spec: str, host: str, port: int, token: str | None,
     if token:
         auth = bearer_token(token)
     elif auth_spec:
-        auth = _load_hook(auth_spec)
+        auth = load_object(auth_spec, "auth hook")
+        if not callable(auth):
+            raise click.BadParameter(f"the auth hook {auth_spec!r} is not callable")
     tls = ServerTLS.from_files(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key \
         else None
     app = load_app(app_spec)
@@ -79,16 +77,3 @@ def grpc_command(app_spec: str, host: str, port: int, token: str | None,
 
     asyncio.run(serve())
 
-
-def _load_hook(spec: str) -> Any:
-    """Import the auth hook ``module:function``."""
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        hook = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise click.BadParameter(f"cannot load the auth hook {spec!r}: {exc}") from exc
-    if not callable(hook):
-        raise click.BadParameter(f"the auth hook {spec!r} is not callable")
-    return hook

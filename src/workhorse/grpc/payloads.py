@@ -35,6 +35,8 @@ PROTO_TYPE_HEADER = "proto-type"
 CORRELATION_HEADER = "correlation-id"
 #: Headers a JobSpec's ``metadata`` may not set: the two above, which have their own fields.
 RESERVED_HEADERS = frozenset({PROTO_TYPE_HEADER, CORRELATION_HEADER, codec.BAD_HEADERS})
+#: Headers under this prefix are workhorse's own (a source's message id, say).
+RESERVED_PREFIX = "workhorse-"
 
 
 class InvalidSpec(ValueError):
@@ -122,7 +124,8 @@ def request_for(spec: jobs_pb2.JobSpec, types: Mapping[str, type[Message]]) -> E
     if not spec.name:
         raise InvalidSpec("a job needs a name")
     headers = dict(spec.metadata)
-    reserved = sorted(RESERVED_HEADERS & headers.keys())
+    reserved = sorted(name for name in headers
+                      if name in RESERVED_HEADERS or name.startswith(RESERVED_PREFIX))
     if reserved:
         raise InvalidSpec(f"job {spec.name!r}: metadata may not set {', '.join(reserved)}")
     if spec.correlation_id:

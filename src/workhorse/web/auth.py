@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
+from workhorse.tokens import bearer_matches, same
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -50,11 +52,10 @@ class BearerToken:
 
     def check(self, headers: dict[str, str]) -> bool:
         """True if the request carries the token or its session cookie."""
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and _same(value.strip(), self.token):
+        if bearer_matches(headers.get("authorization", ""), self.token):
             return True
         cookie = _cookies(headers.get("cookie", "")).get(COOKIE)
-        return cookie is not None and _same(cookie, self.session())
+        return cookie is not None and same(cookie, self.session())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,8 @@ class BasicAuth:
             return False
         username, sep, password = decoded.partition(":")
         # Both compared, whatever the first gives, so timing tells nothing about which failed.
-        user_ok = _same(username, self.username)
-        password_ok = _same(password, self.password)
+        user_ok = same(username, self.username)
+        password_ok = same(password, self.password)
         return bool(sep) and user_ok and password_ok
 
 
@@ -127,10 +128,6 @@ def relative_path(scope: Scope) -> str:
     if root and path.startswith(root):
         path = path[len(root):]
     return path or "/"
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _cookies(header: str) -> dict[str, str]:
