@@ -10,16 +10,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import nats
-from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from tests.faults.servers import spare_port
@@ -46,9 +44,14 @@ class NatsNames:
                    f"WHTEST_{tag}_dead")
 
 
-async def nats_client(url: str = NATS_URL) -> tuple[Client, JetStreamContext]:
+@contextlib.asynccontextmanager
+async def jetstream(url: str = NATS_URL) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on a connection to ``url``, closed after the block."""
     nc = await nats.connect(url, max_reconnect_attempts=1)
-    return nc, nc.jetstream()
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
 
 
 async def drop_streams(js: JetStreamContext, names: NatsNames) -> None:
@@ -62,12 +65,17 @@ async def publish_json(js: JetStreamContext, subject: str, body: Any,
     await js.publish(subject, json.dumps(body).encode(), headers=headers)
 
 
-async def dead_messages(js: JetStreamContext, names: NatsNames) -> list[Any]:
-    """Every message of the dead stream (read without consuming)."""
-    info = await js.stream_info(names.dead_stream)
-    return [await js.get_msg(names.dead_stream, seq)
+async def stream_messages(js: JetStreamContext, stream: str) -> list[Any]:
+    """Every message of ``stream`` (read without consuming)."""
+    info = await js.stream_info(stream)
+    return [await js.get_msg(stream, seq)
             for seq in range(info.state.first_seq, info.state.last_seq + 1)
             if info.state.messages]
+
+
+async def dead_messages(js: JetStreamContext, names: NatsNames) -> list[Any]:
+    """Every message of the test's dead stream."""
+    return await stream_messages(js, names.dead_stream)
 
 
 @dataclasses.dataclass
@@ -91,9 +99,14 @@ class RabbitNames:
         return cls(f"whtest.{tag}", f"whtest.{tag}.dlx")
 
 
-async def amqp_channel(url: str = AMQP_URL) -> tuple[Any, Any]:
+@contextlib.asynccontextmanager
+async def amqp_channel(url: str = AMQP_URL) -> AsyncIterator[Any]:
+    """A channel (publisher confirms on) on a connection to ``url``, closed after the block."""
     connection = await aio_pika.connect(url)
-    return connection, await connection.channel(publisher_confirms=True)
+    try:
+        yield await connection.channel(publisher_confirms=True)
+    finally:
+        await connection.close()
 
 
 async def drop_queues(channel: Any, names: RabbitNames) -> None:
@@ -149,29 +162,6 @@ class NatsServer:
             self.proc.wait(timeout=10)
 
     stop = kill
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str,
-                     timeout: float = 10.0) -> None:
-    """Poll ``check`` (a server's state; there is no event to await) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def start_script(script: Path, *args: str, output: Path) -> subprocess.Popen[bytes]:
-    """``python SCRIPT ARGS`` in a new process, its stdout and stderr appended to ``output``."""
-    with open(output, "ab") as out:
-        return subprocess.Popen([sys.executable, str(script), *args], stdout=out, stderr=out)
-
-
-def start_broker_consumer(kind: str, url: str, stream_or_queue: str, subject: str,
-                          log: Path) -> subprocess.Popen[bytes]:
-    """``broker_proc.py`` (a consumer that hangs on what it takes, logging it to ``log``)."""
-    return start_script(Path(__file__).resolve().parent / "broker_proc.py", kind, url,
-                        stream_or_queue, subject, str(log), output=log.with_suffix(".stderr"))
 
 
 class TcpProxy:

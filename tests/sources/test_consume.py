@@ -150,7 +150,9 @@ async def test_graceful_stop_finishes_or_nacks_the_runs_in_flight(
     assert sorted(str(e.state) for e in recorder.finished) == ["ready", "succeeded"]
 
 
-async def test_stop_now_nacks_the_runs_in_flight_at_once(app: wh.App) -> None:
+async def hanging_on_one_message(app: wh.App, **options: Any) -> tuple[wh.Worker, ListSource]:
+    """A started worker (``options`` its settings) consuming one message whose run never
+    ends, once that run has begun."""
     started = asyncio.Event()
 
     @app.handler("hang")
@@ -159,27 +161,21 @@ async def test_stop_now_nacks_the_runs_in_flight_at_once(app: wh.App) -> None:
         await asyncio.Event().wait()
 
     source = ListSource([{}])
-    worker = wh.Worker(app, schedules=False, grace=60.0)
+    worker = wh.Worker(app, schedules=False, **options)
     worker.consume(source, "hang")
     await worker.start()
     await asyncio.wait_for(started.wait(), WAIT)
+    return worker, source
+
+
+async def test_stop_now_nacks_the_runs_in_flight_at_once(app: wh.App) -> None:
+    worker, source = await hanging_on_one_message(app, grace=60.0)
     await asyncio.wait_for(worker.stop_now(), WAIT)  # no 60 s grace
     assert source.settled == [("nack", "0", 0.0)] and source.closed
 
 
 async def test_stop_now_during_a_graceful_stop_ends_the_grace(app: wh.App) -> None:
-    started = asyncio.Event()
-
-    @app.handler("hang")
-    async def hang(job: wh.Job) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    source = ListSource([{}])
-    worker = wh.Worker(app, schedules=False)
-    worker.consume(source, "hang")
-    await worker.start()
-    await asyncio.wait_for(started.wait(), WAIT)
+    worker, source = await hanging_on_one_message(app)
     graceful = asyncio.ensure_future(worker.stop(graceful=True, timeout=60.0))
     await asyncio.sleep(0)  # let the graceful stop begin
     await asyncio.wait_for(asyncio.gather(worker.stop_now(), graceful), WAIT)

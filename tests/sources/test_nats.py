@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,20 +11,35 @@ import nats
 import pytest
 
 import workhorse as wh
-from tests.faults.procs import stop, wait_for
 from tests.sources.brokers import (
     NATS_URL,
     NatsNames,
     NatsServer,
     dead_messages,
     drop_streams,
-    eventually,
-    nats_client,
+    jetstream,
     publish_json,
-    start_broker_consumer,
 )
-from tests.sources.conftest import WAIT, Recorder
-from tests.sources.procs import started
+from tests.sources.conftest import Recorder
+from tests.sources.procs import kill_a_consumer_holding
+from tests.sources.scenarios import (
+    Stuck,
+    assert_dead_at_first_attempt,
+    assert_each_acked_once,
+    assert_kept_as_dead_job,
+    assert_retried_then_dead,
+    consume_counted,
+    consume_until,
+    count_each,
+    eventually,
+    fail_400,
+    fail_503,
+    receive_until,
+    receiving,
+    record_notes,
+    record_takes,
+    until_logged,
+)
 from workhorse.sources.nats_jetstream import DEAD_REASON_HEADER, NatsJetStreamSource
 
 
@@ -35,20 +47,16 @@ from workhorse.sources.nats_jetstream import DEAD_REASON_HEADER, NatsJetStreamSo
 async def names() -> AsyncIterator[NatsNames]:
     fresh = NatsNames.fresh()
     yield fresh
-    nc, js = await nats_client()
-    try:
+    async with jetstream() as js:
         await drop_streams(js, fresh)
-    finally:
-        await nc.close()
 
 
 @pytest.fixture
 async def js(names: NatsNames) -> AsyncIterator[Any]:
     """A JetStream context with the test's stream created."""
-    nc, context = await nats_client()
-    await context.add_stream(name=names.stream, subjects=[names.subject])
-    yield context
-    await nc.close()
+    async with jetstream() as context:
+        await context.add_stream(name=names.stream, subjects=[names.subject])
+        yield context
 
 
 def source_for(names: NatsNames, url: str = NATS_URL, **options: Any) -> NatsJetStreamSource:
@@ -65,43 +73,22 @@ async def outstanding(js: Any, names: NatsNames) -> tuple[int, int]:
 
 async def test_every_message_is_handled_and_acked_once(app: wh.App, recorder: Recorder,
                                                        names: NatsNames, js: Any) -> None:
-    seen: Counter[int] = Counter()
-
-    @app.handler("count")
-    async def count(job: wh.Job) -> None:
-        seen[job.args["n"]] += 1
-
+    seen = count_each(app)
     for n in range(30):
         await publish_json(js, names.subject, {"n": n})
     source = source_for(names)
-    worker = wh.Worker(app, concurrency=4, schedules=False)
-    consumer = worker.consume(source, "count", concurrency=5)
-    await worker.start()
-    try:
-        await recorder.wait(30)
-    finally:
-        await worker.stop()
-    assert seen == Counter(range(30))
-    assert consumer.stats.received == 30 and consumer.stats.acked == 30
+    consumer = await consume_counted(app, recorder, source, 30)
+    assert_each_acked_once(seen, consumer, 30)
     assert source.settled == {"ack": 30, "nack": 0, "dead_letter": 0}
     assert await outstanding(js, names) == (0, 0)
 
 
 async def test_a_503_is_redelivered_then_dead_lettered_after_its_retries(
         app: wh.App, recorder: Recorder, names: NatsNames, js: Any) -> None:
-    attempts: list[int] = []
-
-    @app.handler("flaky", retries=2, backoff=wh.backoff.constant(0.05))
-    async def flaky(job: wh.Job) -> None:
-        attempts.append(job.attempt)
-        raise wh.JobError(503, "upstream down")
-
+    attempts = fail_503(app)
     await publish_json(js, names.subject, {"order": 1}, {"trace": "t"})
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("flaky"), source_for(names))
-        await recorder.wait(3)
-    assert attempts == [1, 2, 3]
-    assert [str(e.state) for e in recorder.finished] == ["retrying", "retrying", "dead"]
+    await receive_until(app, recorder, source_for(names), "flaky", 3)
+    assert_retried_then_dead(attempts, recorder)
     [dead] = await dead_messages(js, names)
     assert dead.data == b'{"order": 1}' and dead.headers["trace"] == "t"
     assert dead.headers[DEAD_REASON_HEADER] == "upstream down"
@@ -111,20 +98,10 @@ async def test_a_503_is_redelivered_then_dead_lettered_after_its_retries(
 
 async def test_a_400_is_dead_lettered_at_once(app: wh.App, recorder: Recorder,
                                               names: NatsNames, js: Any) -> None:
-    @app.handler("strict", retries=5)
-    async def strict(job: wh.Job) -> None:
-        raise wh.JobError(400, "no such customer")
-
+    fail_400(app, "no such customer", retries=5)
     await publish_json(js, names.subject, {"customer": 0})
-    worker = wh.Worker(app, schedules=False)
-    consumer = worker.consume(source_for(names), "strict")
-    await worker.start()
-    try:
-        await recorder.wait(1)
-    finally:
-        await worker.stop()
-    assert [e.attempt for e in recorder.finished] == [1]
-    assert consumer.stats.dead == 1 and consumer.stats.nacked == 0
+    consumer = await consume_until(app, recorder, source_for(names), "strict", 1)
+    assert_dead_at_first_attempt(recorder, consumer)
     [dead] = await dead_messages(js, names)
     assert dead.headers[DEAD_REASON_HEADER] == "no such customer"
     assert await outstanding(js, names) == (0, 0)
@@ -132,84 +109,49 @@ async def test_a_400_is_dead_lettered_at_once(app: wh.App, recorder: Recorder,
 
 async def test_without_a_dead_subject_the_message_becomes_a_workhorse_dead_job(
         app: wh.App, recorder: Recorder, names: NatsNames, js: Any) -> None:
-    @app.handler("strict")
-    async def strict(job: wh.Job) -> None:
-        raise wh.JobError(400, "malformed")
-
+    fail_400(app, "malformed")
     await publish_json(js, names.subject, {"customer": 7})
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("strict"), source_for(names, dead_subject=None))
-        await recorder.wait(1)
-    [job] = (await app.admin.jobs(state="dead")).items
-    assert job.args == {"customer": 7}
+    await receive_until(app, recorder, source_for(names, dead_subject=None), "strict", 1)
+    await assert_kept_as_dead_job(app, {"customer": 7})
     assert await outstanding(js, names) == (0, 0)
 
 
 async def test_a_killed_consumer_loses_nothing(app: wh.App, recorder: Recorder,
                                                names: NatsNames, js: Any,
                                                tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    deliveries: dict[str, int] = {}
-
-    @app.handler("take")
-    async def take(job: wh.Job) -> None:
-        seen[job.headers["key"]] += 1
-        deliveries[job.headers["key"]] = job.attempt
-
+    takes = record_takes(app)
     for n in range(10):
         await publish_json(js, names.subject, {"n": n}, {"key": str(n)})
-    log = tmp_path / "doomed.log"
-    proc = start_broker_consumer("nats", NATS_URL, names.stream, names.subject, log)
-    try:
-        # It takes 4 (its concurrency) and hangs on them.
-        await asyncio.to_thread(wait_for, lambda: len(started(log)) == 4, WAIT,
-                                "the doomed consumer to start 4 messages")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT)
-    finally:
-        stop(proc)
-    taken = {key for key, _ in started(log)}
+    taken = await kill_a_consumer_holding(4, "nats", NATS_URL, names.stream,
+                                          tmp_path / "doomed.log", subject=names.subject)
     assert (await outstanding(js, names))[1] == 4
 
     # The same durable consumer: the 4 come back once their ack_wait (1 s) runs out.
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("take"), source_for(names))
-        await recorder.wait(10)
-    assert seen == Counter(str(n) for n in range(10))
-    assert {key for key, times in deliveries.items() if times == 2} == taken
+    await receive_until(app, recorder, source_for(names), "take", 10)
+    takes.assert_each_ran_once_and_only_taken_ones_twice_delivered(10, taken)
     assert await outstanding(js, names) == (0, 0)
 
 
 async def test_the_source_reconnects_when_nats_restarts(
         app: wh.App, recorder: Recorder, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[int] = []
-
-    @app.handler("note")
-    async def note(job: wh.Job) -> None:
-        seen.append(job.args["n"])
-
+    seen = record_notes(app)
     server = NatsServer(tmp_path)
     server.start()
     names = NatsNames.fresh()
     try:
-        nc, js = await nats_client(server.url)
-        await js.add_stream(name=names.stream, subjects=[names.subject])
-        await publish_json(js, names.subject, {"n": 1})
-        await nc.close()
+        async with jetstream(server.url) as js:
+            await js.add_stream(name=names.stream, subjects=[names.subject])
+            await publish_json(js, names.subject, {"n": 1})
         source = source_for(names, server.url, reconnect_cap=0.2)
-        async with wh.LocalWorker(app) as worker:
-            worker.perform_receive(wh.Job("note"), source)
+        async with receiving(app, source, "note"):
             await recorder.wait(1)
             with caplog.at_level(logging.WARNING, logger="workhorse.sources.nats"):
                 server.kill()
-                await asyncio.to_thread(
-                    wait_for, lambda: "disconnected" in caplog.text, WAIT,
-                    "the source to notice NATS went away")
+                await until_logged(caplog, "disconnected", "the source to notice NATS went away")
                 server.start()
-                nc, js = await nats_client(server.url)
-                await publish_json(js, names.subject, {"n": 2})
-                await nc.close()
+                async with jetstream(server.url) as js:
+                    await publish_json(js, names.subject, {"n": 2})
                 await recorder.wait(2)
         assert seen == [1, 2]
     finally:
@@ -218,45 +160,23 @@ async def test_the_source_reconnects_when_nats_restarts(
 
 async def test_a_graceful_stop_nacks_a_stuck_message_for_the_next_consumer(
         app: wh.App, recorder: Recorder, names: NatsNames, js: Any) -> None:
-    runs: list[int] = []
-    first_run = asyncio.Event()
-
-    @app.handler("stuck")
-    async def stuck(job: wh.Job) -> None:
-        runs.append(job.attempt)
-        first_run.set()
-        if len(runs) == 1:
-            await asyncio.Event().wait()
-
+    stuck = Stuck.register(app)
     await publish_json(js, names.subject, {"x": 1})
     # An ack_wait longer than the wait below: the message must come back by the nack.
-    worker = wh.Worker(app, schedules=False)
-    worker.consume(source_for(names, ack_wait=60.0), "stuck")
-    await worker.start()
-    await asyncio.wait_for(first_run.wait(), WAIT)
-    await worker.stop(timeout=0.1)
-
-    async with wh.LocalWorker(app) as local:
-        local.perform_receive(wh.Job("stuck"), source_for(names, ack_wait=60.0))
-        await recorder.wait(2)
+    await stuck.stop_while_stuck(app, source_for(names, ack_wait=60.0))
+    await receive_until(app, recorder, source_for(names, ack_wait=60.0), "stuck", 2)
     # nats-server 2.9 may report the redelivery as delivery 1 (see the source's docstring).
-    assert len(runs) == 2 and runs[0] == 1
+    assert len(stuck.runs) == 2 and stuck.runs[0] == 1
     assert await outstanding(js, names) == (0, 0)
 
 
 async def test_a_deleted_stream_and_consumer_are_created_again(
         app: wh.App, recorder: Recorder, names: NatsNames, js: Any,
         caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[int] = []
-
-    @app.handler("note")
-    async def note(job: wh.Job) -> None:
-        seen.append(job.args["n"])
-
+    seen = record_notes(app)
     await publish_json(js, names.subject, {"n": 1})
     source = source_for(names, reconnect_cap=0.2, check_interval=0.2)
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("note"), source)
+    async with receiving(app, source, "note"):
         await recorder.wait(1)
         with caplog.at_level(logging.WARNING, logger="workhorse.sources.nats"):
             await js.delete_stream(names.stream)

@@ -22,11 +22,12 @@ from tests.sources.brokers import (
     RabbitNames,
     amqp_channel,
     drop_streams,
-    eventually,
-    nats_client,
-    start_script,
+    jetstream,
+    stream_messages,
 )
 from tests.sources.conftest import WAIT, Schema
+from tests.sources.procs import start_script
+from tests.sources.scenarios import eventually
 from workhorse.telemetry.prometheus import prometheus_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outbox_publisher.py"
@@ -71,21 +72,13 @@ class NatsBroker(Broker):
                 "--subject-prefix", self.names.subject]
 
     async def close(self) -> None:
-        nc, js = await nats_client()
-        try:
+        async with jetstream() as js:
             await drop_streams(js, self.names)
-        finally:
-            await nc.close()
 
     async def received_ids(self) -> list[int]:
-        nc, js = await nats_client()
-        try:
-            info = await js.stream_info(self.names.stream)
-            messages = [await js.get_msg(self.names.stream, seq)
-                        for seq in range(info.state.first_seq, info.state.last_seq + 1)]
-            return [int(m.headers["Nats-Msg-Id"]) for m in messages]
-        finally:
-            await nc.close()
+        async with jetstream() as js:
+            messages = await stream_messages(js, self.names.stream)
+        return [int(m.headers["Nats-Msg-Id"]) for m in messages]
 
 
 class RabbitBroker(Broker):
@@ -100,24 +93,18 @@ class RabbitBroker(Broker):
                 "--queue", self.names.queue]
 
     async def close(self) -> None:
-        connection, channel = await amqp_channel()
-        try:
+        async with amqp_channel() as channel:
             await channel.queue_delete(self.names.queue)
             await channel.exchange_delete(self.exchange)
-        finally:
-            await connection.close()
 
     async def received_ids(self) -> list[int]:
-        connection, channel = await amqp_channel()
-        try:
+        async with amqp_channel() as channel:
             queue = await channel.get_queue(self.names.queue)
             ids = []
             while (message := await queue.get(fail=False)) is not None:
                 ids.append(int(message.message_id))
                 await message.ack()
             return ids
-        finally:
-            await connection.close()
 
 
 @pytest.fixture(params=["nats", "rabbitmq"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -13,10 +12,19 @@ import psycopg
 import pytest
 
 import workhorse as wh
-from tests.faults.procs import stop, wait_for
 from tests.faults.servers import PostgresServer
 from tests.sources.conftest import WAIT, Recorder, Schema
-from tests.sources.procs import start_consumer, started
+from tests.sources.procs import kill_a_consumer_holding
+from tests.sources.scenarios import (
+    assert_each_acked_once,
+    consume_counted,
+    count_each,
+    receive_until,
+    receiving,
+    record_notes,
+    record_takes,
+    until_logged,
+)
 from workhorse.backends.base import State
 from workhorse.consume import MESSAGE_ID_HEADER
 from workhorse.sources.base import SourceClosed
@@ -31,24 +39,12 @@ async def inbox(schema: Schema, **options: object) -> PostgresTableSource:
 
 async def test_every_row_is_handled_and_marked_done_once(app: wh.App, recorder: Recorder,
                                                          schema: Schema) -> None:
-    seen: Counter[int] = Counter()
-
-    @app.handler("count")
-    async def count(job: wh.Job) -> None:
-        seen[job.args["n"]] += 1
-
+    seen = count_each(app)
     source = await inbox(schema)
     for n in range(30):
         await source.add({"n": n})
-    worker = wh.Worker(app, concurrency=4, schedules=False)
-    consumer = worker.consume(source, "count", concurrency=5)
-    await worker.start()
-    try:
-        await recorder.wait(30)
-    finally:
-        await worker.stop()
-    assert seen == Counter(range(30))
-    assert consumer.stats.acked == 30
+    consumer = await consume_counted(app, recorder, source, 30)
+    assert_each_acked_once(seen, consumer, 30)
     rows = await schema.rows("SELECT status, deliveries, done_at IS NOT NULL, locked_until"
                              " FROM {schema}.inbox")
     assert rows == [("done", 1, True, None)] * 30
@@ -66,9 +62,7 @@ async def test_a_503_is_retried_then_dead_and_a_400_dead_at_once(
     source = await inbox(schema)
     await source.add({"status": 503})
     await source.add({"status": 400})
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("check"), source)
-        await recorder.wait(4)
+    await receive_until(app, recorder, source, "check", 4)
     assert attempts == {503: 3, 400: 1}
     rows = await schema.rows("SELECT body->>'status', status, deliveries, error"
                              " FROM {schema}.inbox ORDER BY id")
@@ -97,9 +91,7 @@ async def test_an_outbox_table_marks_rows_published_and_keeps_dead_ones_as_jobs(
         headers_column=None, deliveries_column="attempts", lease_column="claimed_until",
         status_column=None, done_column="published_at", error_column=None,
         poll_interval=0.05)
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("publish"), source)
-        await recorder.wait(2)
+    await receive_until(app, recorder, source, "publish", 2)
     assert published == ["a"]
     rows = await schema.rows("SELECT payload->>'topic', published_at IS NOT NULL"
                              " FROM {schema}.outbox ORDER BY event_id")
@@ -112,36 +104,18 @@ async def test_an_outbox_table_marks_rows_published_and_keeps_dead_ones_as_jobs(
 
 async def test_a_killed_consumer_loses_nothing(app: wh.App, recorder: Recorder,
                                                schema: Schema, tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    deliveries: dict[str, int] = {}
-
-    @app.handler("take")
-    async def take(job: wh.Job) -> None:
-        seen[job.headers["key"]] += 1
-        deliveries[job.headers["key"]] = job.attempt
-
+    takes = record_takes(app)
     source = await inbox(schema)
     for n in range(10):
         await source.add({"n": n}, {"key": str(n)})
-    log = tmp_path / "doomed.log"
-    proc = start_consumer("postgres", schema.url, schema.table("inbox"), log)
-    try:
-        await asyncio.to_thread(wait_for, lambda: len(started(log)) == 4, WAIT,
-                                "the doomed consumer to start 4 messages")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT)
-    finally:
-        stop(proc)
-    taken = {key for key, _ in started(log)}
+    taken = await kill_a_consumer_holding(4, "postgres", schema.url, schema.table("inbox"),
+                                          tmp_path / "doomed.log")
     leased = await schema.rows("SELECT count(*) FROM {schema}.inbox"
                                " WHERE locked_until IS NOT NULL")
     assert leased == [(4,)]
 
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("take"), source)
-        await recorder.wait(10)
-    assert seen == Counter(str(n) for n in range(10))
-    assert {key for key, times in deliveries.items() if times == 2} == taken
+    await receive_until(app, recorder, source, "take", 10)
+    takes.assert_each_ran_once_and_only_taken_ones_twice_delivered(10, taken)
     rows = await schema.rows("SELECT DISTINCT status FROM {schema}.inbox")
     assert rows == [("done",)]
 
@@ -171,12 +145,7 @@ async def test_a_row_whose_lease_was_taken_over_is_not_settled_by_its_old_claim(
 
 async def test_the_source_reconnects_when_postgres_restarts(
         app: wh.App, recorder: Recorder, caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[int] = []
-
-    @app.handler("note")
-    async def note(job: wh.Job) -> None:
-        seen.append(job.args["n"])
-
+    seen = record_notes(app)
     server = await asyncio.to_thread(PostgresServer)
     try:
         await asyncio.to_thread(server.start)
@@ -184,13 +153,12 @@ async def test_the_source_reconnects_when_postgres_restarts(
         source = PostgresTableSource(server.url, "inbox", poll_interval=0.05,
                                      reconnect_cap=0.2)
         await source.add({"n": 1})
-        async with wh.LocalWorker(app) as worker:
-            worker.perform_receive(wh.Job("note"), source)
+        async with receiving(app, source, "note"):
             await recorder.wait(1)
             with caplog.at_level(logging.WARNING, logger="workhorse.source"):
                 await asyncio.to_thread(server.stop, mode="immediate")
-                await asyncio.to_thread(wait_for, lambda: "reconnecting" in caplog.text,
-                                        WAIT, "the source to notice PostgreSQL went away")
+                await until_logged(caplog, "reconnecting",
+                                   "the source to notice PostgreSQL went away")
                 await asyncio.to_thread(server.start)
                 async with await psycopg.AsyncConnection.connect(server.url,
                                                                  autocommit=True) as conn:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,20 +15,34 @@ from typing import Any
 import pytest
 
 import workhorse as wh
-from tests.faults.procs import stop, wait_for
 from tests.sources.brokers import (
     AMQP_URL,
     RabbitNames,
     TcpProxy,
     amqp_channel,
     drop_queues,
-    eventually,
     publish_amqp,
     queue_depth,
-    start_broker_consumer,
 )
 from tests.sources.conftest import WAIT, Recorder
-from tests.sources.procs import started
+from tests.sources.procs import kill_a_consumer_holding
+from tests.sources.scenarios import (
+    Stuck,
+    assert_dead_at_first_attempt,
+    assert_each_acked_once,
+    assert_kept_as_dead_job,
+    assert_retried_then_dead,
+    consume_counted,
+    consume_until,
+    count_each,
+    eventually,
+    fail_400,
+    fail_503,
+    receive_until,
+    receiving,
+    record_takes,
+    until_logged,
+)
 from workhorse.sources.rabbitmq import DELIVERIES_HEADER, RabbitMQSource
 
 
@@ -37,21 +50,16 @@ from workhorse.sources.rabbitmq import DELIVERIES_HEADER, RabbitMQSource
 async def names() -> AsyncIterator[RabbitNames]:
     fresh = RabbitNames.fresh()
     yield fresh
-    connection, channel = await amqp_channel()
-    try:
+    async with amqp_channel() as channel:
         await drop_queues(channel, fresh)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 async def channel(names: RabbitNames) -> AsyncIterator[Any]:
     """A channel on the broker, the test's queues declared by a source's topology."""
-    connection, chan = await amqp_channel()
-    source = source_for(names)
-    await source.declare_topology(chan)
-    yield chan
-    await connection.close()
+    async with amqp_channel() as chan:
+        await source_for(names).declare_topology(chan)
+        yield chan
 
 
 def source_for(names: RabbitNames, url: str = AMQP_URL, **options: Any) -> RabbitMQSource:
@@ -68,24 +76,12 @@ async def drained(channel: Any, names: RabbitNames) -> bool:
 
 async def test_every_message_is_handled_and_acked_once(app: wh.App, recorder: Recorder,
                                                        names: RabbitNames, channel: Any) -> None:
-    seen: Counter[int] = Counter()
-
-    @app.handler("count")
-    async def count(job: wh.Job) -> None:
-        seen[job.args["n"]] += 1
-
+    seen = count_each(app)
     for n in range(30):
         await publish_amqp(channel, names.queue, {"n": n})
     source = source_for(names)
-    worker = wh.Worker(app, concurrency=4, schedules=False)
-    consumer = worker.consume(source, "count", concurrency=5)
-    await worker.start()
-    try:
-        await recorder.wait(30)
-    finally:
-        await worker.stop()
-    assert seen == Counter(range(30))
-    assert consumer.stats.received == 30 and consumer.stats.acked == 30
+    consumer = await consume_counted(app, recorder, source, 30)
+    assert_each_acked_once(seen, consumer, 30)
     assert source.settled == {"ack": 30, "nack": 0, "dead_letter": 0}
     assert await drained(channel, names)
     assert await queue_depth(channel, names.dead_queue) == 0
@@ -93,19 +89,10 @@ async def test_every_message_is_handled_and_acked_once(app: wh.App, recorder: Re
 
 async def test_a_503_is_redelivered_then_dead_lettered_after_its_retries(
         app: wh.App, recorder: Recorder, names: RabbitNames, channel: Any) -> None:
-    attempts: list[int] = []
-
-    @app.handler("flaky", retries=2, backoff=wh.backoff.constant(0.05))
-    async def flaky(job: wh.Job) -> None:
-        attempts.append(job.attempt)
-        raise wh.JobError(503, "upstream down")
-
+    attempts = fail_503(app)
     await publish_amqp(channel, names.queue, {"order": 1}, {"trace": "t"})
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("flaky"), source_for(names))
-        await recorder.wait(3)
-    assert attempts == [1, 2, 3]
-    assert [str(e.state) for e in recorder.finished] == ["retrying", "retrying", "dead"]
+    await receive_until(app, recorder, source_for(names), "flaky", 3)
+    assert_retried_then_dead(attempts, recorder)
     dead = await (await channel.get_queue(names.dead_queue)).get(timeout=WAIT)
     assert dead.body == b'{"order": 1}' and dead.headers["trace"] == "t"
     assert dead.headers[DELIVERIES_HEADER] == 3
@@ -118,20 +105,10 @@ async def test_a_503_is_redelivered_then_dead_lettered_after_its_retries(
 
 async def test_a_400_is_dead_lettered_at_once(app: wh.App, recorder: Recorder,
                                               names: RabbitNames, channel: Any) -> None:
-    @app.handler("strict", retries=5)
-    async def strict(job: wh.Job) -> None:
-        raise wh.JobError(400, "no such customer")
-
+    fail_400(app, "no such customer", retries=5)
     await publish_amqp(channel, names.queue, {"customer": 0})
-    worker = wh.Worker(app, schedules=False)
-    consumer = worker.consume(source_for(names), "strict")
-    await worker.start()
-    try:
-        await recorder.wait(1)
-    finally:
-        await worker.stop()
-    assert [e.attempt for e in recorder.finished] == [1]
-    assert consumer.stats.dead == 1 and consumer.stats.nacked == 0
+    consumer = await consume_until(app, recorder, source_for(names), "strict", 1)
+    assert_dead_at_first_attempt(recorder, consumer)
     dead = await (await channel.get_queue(names.dead_queue)).get(timeout=WAIT)
     assert dead.body == b'{"customer": 0}'
     assert dead.headers["x-death"][0]["reason"] == "rejected"
@@ -141,55 +118,28 @@ async def test_a_400_is_dead_lettered_at_once(app: wh.App, recorder: Recorder,
 
 async def test_without_a_dead_letter_exchange_the_message_becomes_a_workhorse_dead_job(
         app: wh.App, recorder: Recorder, names: RabbitNames) -> None:
-    @app.handler("strict")
-    async def strict(job: wh.Job) -> None:
-        raise wh.JobError(400, "malformed")
-
-    connection, chan = await amqp_channel()
-    try:
+    fail_400(app, "malformed")
+    async with amqp_channel() as chan:
         source = source_for(names, dead_letter_exchange=None)
         await source.declare_topology(chan)
         await publish_amqp(chan, names.queue, {"customer": 7})
-        async with wh.LocalWorker(app) as worker:
-            worker.perform_receive(wh.Job("strict"), source)
-            await recorder.wait(1)
-        [job] = (await app.admin.jobs(state="dead")).items
-        assert job.args == {"customer": 7}
+        await receive_until(app, recorder, source, "strict", 1)
+        await assert_kept_as_dead_job(app, {"customer": 7})
         assert await drained(chan, names)
-    finally:
-        await connection.close()
 
 
 async def test_a_killed_consumer_loses_nothing(app: wh.App, recorder: Recorder,
                                                names: RabbitNames, channel: Any,
                                                tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    deliveries: dict[str, int] = {}
-
-    @app.handler("take")
-    async def take(job: wh.Job) -> None:
-        seen[job.headers["key"]] += 1
-        deliveries[job.headers["key"]] = job.attempt
-
+    takes = record_takes(app)
     for n in range(10):
         await publish_amqp(channel, names.queue, {"n": n}, {"key": str(n)})
-    log = tmp_path / "doomed.log"
-    proc = start_broker_consumer("rabbitmq", AMQP_URL, names.queue, "-", log)
-    try:
-        # It takes 4 (its concurrency and prefetch) and hangs on them.
-        await asyncio.to_thread(wait_for, lambda: len(started(log)) == 4, WAIT,
-                                "the doomed consumer to start 4 messages")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT)
-    finally:
-        stop(proc)
-    taken = {key for key, _ in started(log)}
+    # It takes 4 (its concurrency and prefetch) and hangs on them.
+    taken = await kill_a_consumer_holding(4, "rabbitmq", AMQP_URL, names.queue,
+                                          tmp_path / "doomed.log")
 
-    async with wh.LocalWorker(app) as worker:
-        worker.perform_receive(wh.Job("take"), source_for(names))
-        await recorder.wait(10)
-    assert seen == Counter(str(n) for n in range(10))
-    assert {key for key, times in deliveries.items() if times == 2} == taken
+    await receive_until(app, recorder, source_for(names), "take", 10)
+    takes.assert_each_ran_once_and_only_taken_ones_twice_delivered(10, taken)
     assert await drained(channel, names)
 
 
@@ -212,14 +162,13 @@ async def test_the_source_reconnects_when_its_connection_is_cut(
     try:
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
         await publish_amqp(channel, names.queue, {"n": 1})
-        async with wh.LocalWorker(app) as worker:
-            worker.perform_receive(wh.Job("note"),
-                                   source_for(names, url=url, reconnect_interval=0.1))
+        source = source_for(names, url=url, reconnect_interval=0.1)
+        async with receiving(app, source, "note"):
             await asyncio.wait_for(running.wait(), WAIT)
             with caplog.at_level(logging.WARNING, logger="workhorse.sources.rabbitmq"):
                 await proxy.cut()
-                await eventually(lambda: _logged(caplog, "connection lost"),
-                                 "the source to notice the broker went away")
+                await until_logged(caplog, "connection lost",
+                                   "the source to notice the broker went away")
             cut.set()  # its ack fails: the broker requeued the message, which comes back
             await eventually(lambda: _accepted(proxy, 2), "the source to reconnect")
             await publish_amqp(channel, names.queue, {"n": 2})
@@ -230,36 +179,17 @@ async def test_the_source_reconnects_when_its_connection_is_cut(
         await proxy.stop()
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
-    return text in caplog.text
-
-
 async def _accepted(proxy: TcpProxy, count: int) -> bool:
     return proxy.accepted >= count
 
 
 async def test_a_graceful_stop_nacks_a_stuck_message_for_the_next_consumer(
         app: wh.App, recorder: Recorder, names: RabbitNames, channel: Any) -> None:
-    runs: list[int] = []
-    first_run = asyncio.Event()
-
-    @app.handler("stuck")
-    async def stuck(job: wh.Job) -> None:
-        runs.append(job.attempt)
-        first_run.set()
-        if job.attempt == 1:
-            await asyncio.Event().wait()
-
+    stuck = Stuck.register(app)
     await publish_amqp(channel, names.queue, {"x": 1})
-    worker = wh.Worker(app, schedules=False)
-    worker.consume(source_for(names), "stuck")
-    await worker.start()
-    await asyncio.wait_for(first_run.wait(), WAIT)
-    await worker.stop(timeout=0.1)
+    await stuck.stop_while_stuck(app, source_for(names))
     assert await queue_depth(channel, names.queue) == 1  # nacked: back in the queue
 
-    async with wh.LocalWorker(app) as local:
-        local.perform_receive(wh.Job("stuck"), source_for(names))
-        await recorder.wait(2)
-    assert runs == [1, 2]
+    await receive_until(app, recorder, source_for(names), "stuck", 2)
+    assert stuck.runs == [1, 2]
     assert await drained(channel, names)

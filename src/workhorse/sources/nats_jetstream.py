@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from workhorse.backoff import exponential
 from workhorse.sources.base import SourceClosed, decode_body
+from workhorse.sources.common import Closing, SlotMessage, SlotSource, require, unless_closed
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -46,45 +47,21 @@ DELIVERIES_HEADER = "Workhorse-Deliveries"
 
 
 def _import_nats() -> Any:
-    try:
-        import nats
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("NatsJetStreamSource needs nats-py: install workhorse[sources]") from exc
-    return nats
+    return require("nats", hint="NatsJetStreamSource needs nats-py: install workhorse[sources]")
 
 
-class _Closing(Exception):
-    """The source was closed while it connected."""
-
-
-class NatsJetStreamMessage:
+class NatsJetStreamMessage(SlotMessage["NatsJetStreamSource"]):
     """One JetStream delivery; settling it frees its slot in the source's prefetch."""
 
+    #: An unsettled JetStream message comes back after ``ack_wait``.
+    redeliverer = "the server"
+
     def __init__(self, source: NatsJetStreamSource, msg: Msg) -> None:
-        self._source = source
-        self._msg = msg
         meta = msg.metadata
-        self._id = f"{meta.stream}:{meta.sequence.stream}"
-        self._deliveries = int(meta.num_delivered)
-        self._headers: dict[str, str] = dict(msg.headers or {})
-        self._body = decode_body(msg.data)
-        self._settled = False
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def body(self) -> Any:
-        return self._body
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    @property
-    def deliveries(self) -> int:
-        return self._deliveries
+        super().__init__(source, f"{meta.stream}:{meta.sequence.stream}",
+                         decode_body(msg.data), dict(msg.headers or {}),
+                         int(meta.num_delivered))
+        self._msg = msg
 
     @property
     def subject(self) -> str:
@@ -115,36 +92,8 @@ class NatsJetStreamMessage:
             await self._msg.term()
         return True
 
-    def _settling(self, verb: str) -> _Settling:
-        if self._settled:
-            raise RuntimeError(f"message {self._id} was already settled")
-        self._settled = True
-        return _Settling(self._source, self._id, verb)
 
-
-class _Settling:
-    """Frees the message's slot however the settle call ends, and turns a lost connection
-    into SourceClosed (the server redelivers after ``ack_wait``)."""
-
-    def __init__(self, source: NatsJetStreamSource, message_id: str, verb: str) -> None:
-        self._source, self._message_id, self._verb = source, message_id, verb
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        _tb: object) -> bool:
-        self._source.release()
-        if exc is None:
-            self._source.settled[self._verb] += 1
-            return False
-        if isinstance(exc, Exception):
-            raise SourceClosed(f"{self._verb} of {self._message_id} failed: {exc!r}; "
-                               "the server will redeliver it") from exc
-        return False
-
-
-class NatsJetStreamSource:
+class NatsJetStreamSource(SlotSource):
     """Messages of a JetStream stream, read by a durable pull consumer.
 
     ``stream``: the stream's name; created with ``subjects=[subject]`` when missing and
@@ -162,6 +111,7 @@ class NatsJetStreamSource:
                  create: bool = True, fetch_timeout: float = 1.0,
                  request_timeout: float = 5.0, reconnect_cap: float = 5.0,
                  check_interval: float = 5.0) -> None:
+        super().__init__()
         self.servers = servers
         self.stream = stream
         self.subject = subject
@@ -178,11 +128,7 @@ class NatsJetStreamSource:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
-        self._slots: asyncio.Semaphore | None = None
         self._closed = asyncio.Event()
-        #: Progress: deliveries received and settle calls made, by kind.
-        self.received = 0
-        self.settled: dict[str, int] = {"ack": 0, "nack": 0, "dead_letter": 0}
 
     @property
     def name(self) -> str:
@@ -195,16 +141,9 @@ class NatsJetStreamSource:
             raise SourceClosed(f"{self.name} is not connected")
         return self._js
 
-    def release(self) -> None:
-        """Free one prefetch slot (called when a message is settled)."""
-        if self._slots is not None:
-            self._slots.release()
-
     async def messages(self, prefetch: int) -> AsyncIterator[NatsJetStreamMessage]:
         """Deliveries in batches of up to the free slots, at most ``prefetch`` unsettled."""
-        if prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        self._slots = asyncio.Semaphore(prefetch)
+        self._open_slots(prefetch)
         try:
             failures = 0
             while not self._closed.is_set():
@@ -214,7 +153,7 @@ class NatsJetStreamSource:
                     sub = await self._subscription()
                     batch = await sub.fetch(wanted, timeout=self.fetch_timeout)
                     failures = 0
-                except _Closing:
+                except Closing:
                     self._give_back(wanted)
                     return
                 except asyncio.CancelledError:
@@ -314,25 +253,16 @@ class NatsJetStreamSource:
 
         # nats-py retries the first connection and reconnects a lost one by itself, forever
         # with these options (with jitter between attempts).
-        connecting = asyncio.ensure_future(nats.connect(
+        nc: Client = await unless_closed(self._closed, nats.connect(
             self.servers, name=self.name, connect_timeout=self.request_timeout,
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1.0,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected))
-        closing = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({connecting, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
-            if not connecting.done():
-                connecting.cancel()
-        if not connecting.done() or connecting.cancelled():
-            raise _Closing
-        self._nc = connecting.result()
+        self._nc = nc
         errors_in_a_row = 0
-        self._js = self._nc.jetstream(timeout=self.request_timeout)
+        self._js = nc.jetstream(timeout=self.request_timeout)
         if self._closed.is_set():
-            await self._nc.close()
-            raise _Closing
+            await nc.close()
+            raise Closing
 
     async def _ensure_streams(self, js: JetStreamContext) -> None:
         nats = _import_nats()

@@ -15,7 +15,6 @@ Leases of rows in flight are renewed every ``lease / 3`` seconds. Times are the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 
 from workhorse.backoff import exponential
 from workhorse.sources.base import Message, SourceClosed
+from workhorse.sources.common import InFlight, SettleOnce, require, retrying
 
 log = logging.getLogger("workhorse.source")
 T = TypeVar("T")
@@ -34,18 +34,12 @@ READY, DONE, DEAD = "ready", "done", "dead"
 
 def _psycopg() -> Any:
     """The psycopg package, imported on first use (an optional dependency)."""
-    try:
-        import psycopg
-        import psycopg.sql
-        import psycopg.types.json
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("PostgresTableSource needs psycopg: install workhorse[postgres]"
-                          ) from exc
-    return psycopg
+    return require("psycopg", "psycopg.sql", "psycopg.types.json",
+                   hint="PostgresTableSource needs psycopg: install workhorse[postgres]")
 
 
 @dataclasses.dataclass(eq=False)
-class PostgresRowMessage:
+class PostgresRowMessage(SettleOnce):
     """One claim of one row."""
 
     source: PostgresTableSource
@@ -53,18 +47,14 @@ class PostgresRowMessage:
     body: Any
     headers: Mapping[str, str]
     deliveries: int
-    _settled: bool = False
 
     @property
     def id(self) -> str:
         return str(self.key)
 
     def _settle(self) -> None:
-        if self._settled:
-            raise RuntimeError(f"message {self.id} was already settled")
-        self._settled = True
-        self.source._in_flight.pop(self.id, None)
-        self.source._wake.set()  # room for another row
+        self._settle_once(self.id)
+        self.source._in_flight.settled(self.id)
 
     async def ack(self) -> None:
         """Mark the row done."""
@@ -142,10 +132,9 @@ class PostgresTableSource:
         self.poll_interval = poll_interval
         self._backoff = exponential(base=0.05, cap=reconnect_cap)
         self._conn: Any = None
-        self._in_flight: dict[str, PostgresRowMessage] = {}
+        self._in_flight: InFlight[PostgresRowMessage] = InFlight(
+            self.name, self._renew, lease / 3, log)
         self._closed = False
-        self._renewer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -229,34 +218,19 @@ class PostgresTableSource:
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def messages(self, prefetch: int) -> AsyncIterator[Message]:
+    def messages(self, prefetch: int) -> AsyncIterator[Message]:
         """Claimed rows, oldest key first; at most ``prefetch`` unsettled at once."""
-        if self._renewer is None:
-            # It outlives this iterator: runs still in flight when the consumer stops reading
-            # keep their entries until they settle, up to close().
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_loop(), name=f"{self.name}:renew")
-        fetched: list[PostgresRowMessage] = []
-        try:
-            while not self._closed:
-                room = prefetch - len(self._in_flight)
-                self._wake.clear()
-                if room > 0:
-                    fetched = await self._retrying("claim", functools.partial(self._claim, room))
-                    full = len(fetched) == room
-                    while fetched:
-                        message = fetched.pop(0)
-                        self._in_flight[message.id] = message
-                        yield message
-                    if full:
-                        continue  # a full batch: there may be more rows at once
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-        finally:
-            # Rows claimed but never handed out: give them back at once.
-            for message in fetched:
-                with contextlib.suppress(Exception):
-                    await message.nack(0.0)
+        return self._in_flight.deliver(prefetch, self._claim_retrying,
+                                       closed=lambda: self._closed, give_back=self._give_back,
+                                       poll_interval=self.poll_interval)
+
+    async def _claim_retrying(self, limit: int) -> list[PostgresRowMessage]:
+        return await self._retrying("claim", functools.partial(self._claim, limit))
+
+    @staticmethod
+    async def _give_back(message: PostgresRowMessage) -> None:
+        """A row claimed but never handed out: claimable again at once."""
+        await message.nack(0.0)
 
     async def _claim(self, limit: int) -> list[PostgresRowMessage]:
         conn = await self._connection()
@@ -270,23 +244,15 @@ class PostgresTableSource:
             messages.append(PostgresRowMessage(self, key, body, heads, int(deliveries)))
         return messages
 
-    async def _renew_loop(self) -> None:
+    async def _renew(self, messages: list[PostgresRowMessage]) -> None:
         """Extend the leases of the rows in flight, so a slow handler keeps its rows."""
         sql = _psycopg().sql
         query = sql.SQL("UPDATE {t} SET {lease} = now() + make_interval(secs => %s)"
                         " WHERE {id} = ANY(%s) AND {ready}").format(
             t=self._table(), lease=self._ident(self.lease_column),
             id=self._ident(self.id_column), ready=self._ready())
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            keys = [m.key for m in list(self._in_flight.values())]
-            if not keys:
-                continue
-            try:
-                await (await self._connection()).execute(query, (self.lease, keys))
-            except Exception as exc:
-                log.warning("%s: could not renew the leases of %d rows: %s", self.name,
-                            len(keys), exc)
+        keys = [message.key for message in messages]
+        await (await self._connection()).execute(query, (self.lease, keys))
 
     async def _update(self, message: PostgresRowMessage, how: str, arg: Any = None) -> None:
         query = self._settle_query(how)
@@ -309,19 +275,10 @@ class PostgresTableSource:
         """``call()``, again with backoff while the database is unreachable; SourceClosed
         once the source is closed."""
         psycopg = _psycopg()
-        attempt = 0
-        while True:
-            if self._closed:
-                raise SourceClosed(f"{self.name} is closed")
-            try:
-                return await call()
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-                attempt += 1
-                pause = self._backoff(attempt)
-                log.warning("%s: %s failed (%s); reconnecting in %.2fs (attempt %d)",
-                            self.name, what, str(exc).strip(), pause, attempt)
-                await self._drop_connection()
-                await asyncio.sleep(pause)
+        return await retrying(
+            log, self.name, what, call, backoff=self._backoff, closed=lambda: self._closed,
+            errors=(psycopg.OperationalError, psycopg.InterfaceError, OSError),
+            on_error=self._drop_connection)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -332,10 +289,7 @@ class PostgresTableSource:
     async def close(self) -> None:
         """Stop delivering and close the connection."""
         self._closed = True
-        self._wake.set()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.wait({self._renewer})
+        await self._in_flight.close()
         await self._drop_connection()
 
 

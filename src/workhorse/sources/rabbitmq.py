@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from workhorse.backoff import exponential
 from workhorse.sources.base import SourceClosed, decode_body
+from workhorse.sources.common import Closing, SlotMessage, SlotSource, require, unless_closed
 
 if TYPE_CHECKING:
     from aio_pika.abc import (
@@ -51,11 +52,7 @@ _BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
 
 
 def _import_aio_pika() -> Any:
-    try:
-        import aio_pika
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("RabbitMQSource needs aio-pika: install workhorse[sources]") from exc
-    return aio_pika
+    return require("aio_pika", hint="RabbitMQSource needs aio-pika: install workhorse[sources]")
 
 
 def _text_headers(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -77,35 +74,19 @@ def _count(value: object, default: int) -> int:
     return default
 
 
-class RabbitMQMessage:
+class RabbitMQMessage(SlotMessage["RabbitMQSource"]):
     """One delivery from the queue; settling it frees its slot in the source's prefetch."""
 
+    #: The broker requeues a delivery when its channel closes.
+    redeliverer = "the broker"
+
     def __init__(self, source: RabbitMQSource, message: AbstractIncomingMessage) -> None:
-        self._source = source
-        self._message = message
         raw = dict(message.headers or {})
-        self._headers = _text_headers(raw)
         returns = _count(raw.get("x-delivery-count"), 1 if message.redelivered else 0)
-        self._deliveries = _count(raw.get(DELIVERIES_HEADER), 1) + returns
-        self._id = message.message_id or f"{source.queue}:{message.delivery_tag}"
-        self._body = decode_body(message.body)
-        self._settled = False
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def body(self) -> Any:
-        return self._body
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    @property
-    def deliveries(self) -> int:
-        return self._deliveries
+        super().__init__(source, message.message_id or f"{source.queue}:{message.delivery_tag}",
+                         decode_body(message.body), _text_headers(raw),
+                         _count(raw.get(DELIVERIES_HEADER), 1) + returns)
+        self._message = message
 
     async def ack(self) -> None:
         """Acknowledge the delivery."""
@@ -128,36 +109,8 @@ class RabbitMQMessage:
         log.info("%s: dead-lettered %s: %s", self._source.name, self._id, reason)
         return True
 
-    def _settling(self, verb: str) -> _Settling:
-        if self._settled:
-            raise RuntimeError(f"message {self._id} was already settled")
-        self._settled = True
-        return _Settling(self._source, self._id, verb)
 
-
-class _Settling:
-    """Frees the message's slot however the settle call ends, and turns a lost channel into
-    SourceClosed (the broker requeued the delivery when the channel closed)."""
-
-    def __init__(self, source: RabbitMQSource, message_id: str, verb: str) -> None:
-        self._source, self._message_id, self._verb = source, message_id, verb
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        _tb: object) -> bool:
-        self._source.release()
-        if exc is None:
-            self._source.settled[self._verb] += 1
-            return False
-        if isinstance(exc, Exception):
-            raise SourceClosed(f"{self._verb} of {self._message_id} failed: {exc!r}; "
-                               "the broker will redeliver it") from exc
-        return False
-
-
-class RabbitMQSource:
+class RabbitMQSource(SlotSource):
     """Messages of one RabbitMQ queue, consumed with manual acks.
 
     ``declare``: declare the queue (durable, with ``x-dead-letter-exchange`` when
@@ -173,6 +126,7 @@ class RabbitMQSource:
                  dead_letter_exchange: str | None = None, dead_letter_queue: str | None = None,
                  declare: bool = True, delay_queue: str | None = None,
                  reconnect_interval: float = 1.0, reconnect_cap: float = 5.0) -> None:
+        super().__init__()
         self.url = url
         self.queue = queue
         self.dead_letter_exchange = dead_letter_exchange
@@ -186,32 +140,22 @@ class RabbitMQSource:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._slots: asyncio.Semaphore | None = None
         self._closed = asyncio.Event()
-        #: Progress: deliveries yielded, deliveries dropped after a reconnect, settle calls.
-        self.received = 0
+        #: Progress: deliveries dropped after a reconnect (besides ``received``, ``settled``).
         self.stale = 0
-        self.settled: dict[str, int] = {"ack": 0, "nack": 0, "dead_letter": 0}
 
     @property
     def name(self) -> str:
         return f"rabbitmq:{self.queue}"
 
-    def release(self) -> None:
-        """Free one prefetch slot (called when a message is settled)."""
-        if self._slots is not None:
-            self._slots.release()
-
     async def messages(self, prefetch: int) -> AsyncIterator[RabbitMQMessage]:
         """Deliveries pushed by the broker, at most ``prefetch`` unsettled."""
-        if prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        self._slots = asyncio.Semaphore(prefetch)
+        slots = self._open_slots(prefetch)
         if not await self._start(prefetch):
             return
         try:
             while not self._closed.is_set():
-                await self._slots.acquire()
+                await slots.acquire()
                 message = await self._next_delivery()
                 if message is None:
                     self.release()
@@ -308,17 +252,10 @@ class RabbitMQSource:
         """The next live delivery, or None once closed. Deliveries made on a channel that
         has since closed are dropped: the broker already requeued them."""
         while not self._closed.is_set():
-            getting = asyncio.ensure_future(self._inbox.get())
-            closing = asyncio.ensure_future(self._closed.wait())
             try:
-                await asyncio.wait({getting, closing}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                closing.cancel()
-                if not getting.done():
-                    getting.cancel()
-            if not getting.done() or getting.cancelled():
+                message = await unless_closed(self._closed, self._inbox.get())
+            except Closing:
                 return None
-            message = getting.result()
             try:
                 message.channel  # noqa: B018 - raises once that channel is closed
             except Exception:

@@ -16,7 +16,6 @@ slow handler's entry is not taken from a live consumer; only a dead one's entrie
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -28,7 +27,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workhorse.backoff import exponential
-from workhorse.sources.base import Message, SourceClosed, decode_body
+from workhorse.sources.base import Message, decode_body
+from workhorse.sources.common import InFlight, SettleOnce, require, retrying
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -55,16 +55,12 @@ return touched
 
 def _redis() -> Any:
     """The redis package, imported on first use (an optional dependency)."""
-    try:
-        import redis
-        import redis.asyncio
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("RedisStreamSource needs redis-py: install workhorse[redis]") from exc
-    return redis
+    return require("redis", "redis.asyncio",
+                   hint="RedisStreamSource needs redis-py: install workhorse[redis]")
 
 
 @dataclasses.dataclass(eq=False)
-class RedisStreamMessage:
+class RedisStreamMessage(SettleOnce):
     """One delivery of a stream entry to this consumer."""
 
     source: RedisStreamSource
@@ -73,14 +69,10 @@ class RedisStreamMessage:
     body: Any
     headers: Mapping[str, str]
     deliveries: int
-    _settled: bool = False
 
     def _settle(self) -> None:
-        if self._settled:
-            raise RuntimeError(f"message {self.id} was already settled")
-        self._settled = True
-        self.source._in_flight.pop(self.id, None)
-        self.source._room.set()
+        self._settle_once(self.id)
+        self.source._in_flight.settled(self.id)
 
     async def ack(self) -> None:
         """XACK the entry (and XDEL it with ``delete_acked``)."""
@@ -143,10 +135,10 @@ class RedisStreamSource:
         else:
             self._client = url_or_client
             self._owns_client = False
-        self._in_flight: dict[str, RedisStreamMessage] = {}
-        self._room = asyncio.Event()
+        # While a message is in flight its entry is kept young, so no one reclaims it.
+        self._in_flight: InFlight[RedisStreamMessage] = InFlight(
+            self.name, self._renew, claim_idle / 3, log)
         self._closed = False
-        self._renewer: asyncio.Task[None] | None = None
         self._group_ready = False
         self._claim_cursor = "0-0"
         self._touch = self._client.register_script(TOUCH_LUA)
@@ -168,31 +160,18 @@ class RedisStreamSource:
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def messages(self, prefetch: int) -> AsyncIterator[Message]:
+    def messages(self, prefetch: int) -> AsyncIterator[Message]:
         """Reclaimed, then new entries; at most ``prefetch`` unsettled at once."""
-        if self._renewer is None:
-            # It outlives this iterator: runs still in flight when the consumer stops reading
-            # keep their entries until they settle, up to close().
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_loop(), name=f"{self.name}:renew")
-        fetched: list[RedisStreamMessage] = []
-        try:
-            while not self._closed:
-                room = prefetch - len(self._in_flight)
-                if room <= 0:
-                    self._room.clear()
-                    await self._room.wait()
-                    continue
-                fetched = await self._retrying("read", functools.partial(self._fetch, room))
-                while fetched:
-                    message = fetched.pop(0)
-                    self._in_flight[message.id] = message
-                    yield message
-        finally:
-            # Entries read but never handed out: make them claimable again at once.
-            for message in fetched:
-                with contextlib.suppress(Exception):
-                    await self._nack(message.id, self.claim_idle, retry=False)
+        # XREADGROUP blocks for new entries itself: no polling between reads.
+        return self._in_flight.deliver(prefetch, self._read, closed=lambda: self._closed,
+                                       give_back=self._give_back, poll_interval=None)
+
+    async def _read(self, count: int) -> list[RedisStreamMessage]:
+        return await self._retrying("read", functools.partial(self._fetch, count))
+
+    async def _give_back(self, message: RedisStreamMessage) -> None:
+        """An entry read but never handed out: claimable again at once."""
+        await self._nack(message.id, self.claim_idle, retry=False)
 
     async def _fetch(self, count: int) -> list[RedisStreamMessage]:
         await self._ensure_group()
@@ -257,18 +236,8 @@ class RedisStreamSource:
                 raise
         self._group_ready = True
 
-    async def _renew_loop(self) -> None:
-        """Keep this consumer's in-flight entries young, so no one reclaims them."""
-        while True:
-            await asyncio.sleep(self.claim_idle / 3)
-            ids = list(self._in_flight)
-            if not ids:
-                continue
-            try:
-                await self._touch_entries(ids, 0)
-            except Exception as exc:
-                log.warning("%s: could not renew %d in-flight entries: %s", self.name,
-                            len(ids), exc)
+    async def _renew(self, messages: list[RedisStreamMessage]) -> None:
+        await self._touch_entries([message.id for message in messages], 0)
 
     # -- settling ----------------------------------------------------------------------------
 
@@ -315,28 +284,18 @@ class RedisStreamSource:
         """``call()``, again with backoff while Redis is unreachable; SourceClosed once the
         source is closed."""
         redis = _redis()
-        attempt = 0
-        while True:
-            if self._closed:
-                raise SourceClosed(f"{self.name} is closed")
-            try:
-                return await call()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    OSError) as exc:
-                attempt += 1
-                pause = self._backoff(attempt)
-                log.warning("%s: %s failed (%s); reconnecting in %.2fs (attempt %d)",
-                            self.name, what, exc, pause, attempt)
-                self._group_ready = False  # a restarted server may have lost the group
-                await asyncio.sleep(pause)
+
+        async def forget_group() -> None:
+            self._group_ready = False  # a restarted server may have lost the group
+        return await retrying(
+            log, self.name, what, call, backoff=self._backoff, closed=lambda: self._closed,
+            errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError),
+            on_error=forget_group)
 
     async def close(self) -> None:
         """Stop delivering; close the connection if the source opened it."""
         self._closed = True
-        self._room.set()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.wait({self._renewer})
+        await self._in_flight.close()
         if self._owns_client:
             await self._client.aclose()
 
