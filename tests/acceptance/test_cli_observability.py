@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import workhorse as wh
 from tests.faults.servers import RedisServer, spare_port
+from tests.http_probe import get, wait_for_status
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,26 +34,6 @@ def stop(worker):
         worker.kill()
         _, err = worker.communicate(timeout=10)
     return err
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return None, str(error)
-
-
-def wait_for_status(url, status, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = get(url)
-        if got[0] == status:
-            return got
-        assert time.monotonic() < deadline, f"{url} still answers {got} after {timeout}s"
-        time.sleep(0.1)
 
 
 async def test_worker_log_format_json_writes_one_json_line_per_job_run(tmp_path):

@@ -7,9 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import workhorse as wh
 from tests.faults.servers import RedisServer, spare_port
+from tests.http_probe import get, wait_for_status
 from tests.telemetry.metrics_helpers import (
     EXPECTED_DEPTH,
     EXPECTED_RUN_COUNTS,
@@ -75,24 +73,6 @@ def test_missing_clients_name_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
     with pytest.raises(ImportError, match=r"install workhorse\[otel\]"):
         app.instrument(meter_provider=object())
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return None, str(error)
-
-
-def wait_for_status(url, status, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while (got := get(url))[0] != status:
-        assert time.monotonic() < deadline, f"{url} still answers {got} after {timeout}s"
-        time.sleep(0.05)
-    return got
 
 
 def start_worker(url, port):
