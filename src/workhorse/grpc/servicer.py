@@ -51,6 +51,8 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         #: The subscriptions of open StreamResults calls, for ``end_streams``.
         self._streams: set[ResultSubscription] = set()
         self._stopping = False
+        self._types_cache: dict[str, type[Message]] = {}
+        self._types_generation = -1
 
     async def end_streams(self) -> None:
         """End every open ``StreamResults`` call with UNAVAILABLE and refuse new ones: a
@@ -60,8 +62,12 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
             await subscription.close()
 
     def _types(self) -> dict[str, type[Message]]:
-        # Read on each call: handlers may be registered after the server starts.
-        return {**message_types(self.app), **self.types}
+        # Handlers may be registered after the server starts: the map is rebuilt whenever
+        # the app's handlers change (its generation), not on every call.
+        if self._types_generation != self.app.generation:
+            self._types_cache = {**message_types(self.app), **self.types}
+            self._types_generation = self.app.generation
+        return self._types_cache
 
     async def Enqueue(self, request: jobs_pb2.EnqueueRequest,
                       context: grpc.aio.ServicerContext) -> jobs_pb2.EnqueueResponse:

@@ -11,6 +11,7 @@ routes them wherever it likes::
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from workhorse.telemetry.queue_sampler import QueueSampler
 
 _KEY = "prometheus"
+_made = threading.Lock()
 
 
 def _client() -> Any:
@@ -48,12 +50,13 @@ def prometheus_metrics(app: App, *,
     later calls return the same. ``loop``: the loop the app's store lives on (the worker's),
     where the queue gauges are read at each scrape; by default the latest job event's."""
     core = job_metrics(app, loop=loop)
-    found = core.extras.get(_KEY)
-    if isinstance(found, PrometheusMetrics):
-        return found
-    metrics = PrometheusMetrics(core.queues)
-    core.extras[_KEY] = metrics
-    core.add_output(metrics)
+    with _made:  # two threads asking at once must not register two outputs
+        found = core.extras.get(_KEY)
+        if isinstance(found, PrometheusMetrics):
+            return found
+        metrics = PrometheusMetrics(core.queues)
+        core.extras[_KEY] = metrics
+        core.add_output(metrics)
     return metrics
 
 

@@ -1,8 +1,9 @@
 """Job tracing through OpenTelemetry: a span for each enqueue and each run.
 
-The enqueue span (kind PRODUCER) puts its W3C trace context (``traceparent``,
-``tracestate``) in the job's headers; the run span (kind CONSUMER) is started from those
-headers, so in any process, on any store, a job's runs are children of its enqueue. Spans
+The enqueue span (kind PRODUCER) puts its trace context in the job's headers, through the
+globally configured propagator (W3C ``traceparent``/``tracestate`` and baggage by default);
+the run span (kind CONSUMER) is started from those headers, so in any process, on any store,
+a job's runs are children of its enqueue. Spans
 follow OpenTelemetry's messaging conventions (``messaging.system`` = ``workhorse``, the
 queue as ``messaging.destination.name``, the job id as ``messaging.message.id``) and add
 ``workhorse.job.name``, ``workhorse.job.attempt`` and, on runs, ``workhorse.job.status``.
@@ -24,12 +25,11 @@ from workhorse.status import Outcome, Status
 from workhorse.types import Handler
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
 
     from workhorse.app import App
 
-#: The header names of the W3C trace context.
-TRACE_HEADERS = ("traceparent", "tracestate")
 SYSTEM = "workhorse"
 
 
@@ -43,15 +43,16 @@ class Tracing:
 
     def __init__(self, tracer_provider: Any) -> None:
         try:
-            from opentelemetry.trace.propagation.tracecontext import (
-                TraceContextTextMapPropagator,
-            )
+            from opentelemetry import propagate
         except ImportError as exc:  # pragma: no cover - the extra is part of [all]
             raise ImportError("tracing needs OpenTelemetry: install workhorse[otel]") from exc
         from workhorse import __version__
 
         self.tracer: Tracer = tracer_provider.get_tracer("workhorse", __version__)
-        self._propagator = TraceContextTextMapPropagator()
+        # The globally configured propagator (W3C trace context and baggage unless the
+        # application set another, B3 say), looked up at each use as OpenTelemetry's own
+        # instrumentations do.
+        self._propagate = propagate
 
     @contextlib.contextmanager
     def enqueuing(self, jobs: Sequence[NewJob]) -> Iterator[list[NewJob]]:
@@ -67,14 +68,14 @@ class Tracing:
         traced: list[NewJob] = []
         for job in jobs:
             headers = dict(job.headers)
-            parent = self._propagator.extract(headers) if "traceparent" in headers else None
+            parent = self._parent(headers)
             attributes = _attributes(job.name, job.queue, "send")
             attributes["messaging.message.id"] = job.id
             span = self.tracer.start_span(f"enqueue {job.name}", context=parent,
                                           kind=trace.SpanKind.PRODUCER, attributes=attributes)
-            for name in TRACE_HEADERS:
+            for name in self._propagate.get_global_textmap().fields:
                 headers.pop(name, None)
-            self._propagator.inject(headers, context=trace.set_span_in_context(span))
+            self._propagate.inject(headers, context=trace.set_span_in_context(span))
             spans.append(span)
             traced.append(dataclasses.replace(job, headers=headers))
         try:
@@ -88,16 +89,24 @@ class Tracing:
             for span in spans:
                 span.end()
 
+    def _parent(self, headers: Mapping[str, str]) -> Context | None:
+        """The context carried in ``headers``, or None (the current one) if they carry
+        none: an in-process run then nests under its caller's span."""
+        fields = self._propagate.get_global_textmap().fields
+        if not any(name in headers for name in fields):
+            return None
+        return self._propagate.extract(headers)
+
     def adapter(self, handler: Handler) -> Handler:
         """The outermost link of every chain: runs the handler inside a CONSUMER span whose
         parent is the trace context in the job's headers."""
         from opentelemetry import trace
 
         tracer = self.tracer
-        propagator = self._propagator
+        parent_of = self._parent
 
         async def traced(job: Job[Any]) -> Any:
-            parent = propagator.extract(job.headers) if "traceparent" in job.headers else None
+            parent = parent_of(job.headers)
             attributes = _attributes(job.name, job.queue, "process")
             attributes["messaging.message.id"] = job.id
             attributes["workhorse.job.attempt"] = job.attempt
@@ -135,7 +144,3 @@ def _finish(span: Span, status: Status, exc: BaseException | None) -> None:
         description = f"{int(status)} {status.name}"
         span.set_status(trace.Status(trace.StatusCode.ERROR, description))
 
-
-def trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The W3C trace context among ``headers`` (for handing a job's trace on)."""
-    return {name: headers[name] for name in TRACE_HEADERS if name in headers}
