@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from click.testing import CliRunner
 
@@ -20,3 +22,15 @@ def test_bad_options_are_refused(certs, args, message):
     result = CliRunner().invoke(main, ["grpc", "tests.grpc.grpcapp:missing", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_a_busy_port_is_an_error_not_a_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["grpc", "tests.grpc.grpcapp:app", "--port",
+                                           str(port)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output

@@ -75,5 +75,8 @@ def grpc_command(app_spec: str, host: str, port: int, token: str | None,
             await server.stop()
             await app.close()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except OSError as exc:  # a busy or forbidden port: say so, without a traceback
+        raise click.ClickException(str(exc)) from exc
 
