@@ -9,13 +9,13 @@ that blocks the worker's event loop must not also block the probe that reports i
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import http.server
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from workhorse.loop_calls import call_in_loop
 from workhorse.middleware.health import HealthCheck, Response, text
 
 if TYPE_CHECKING:
@@ -135,19 +135,14 @@ def readiness(loop: asyncio.AbstractEventLoop, probe: Callable[[], Awaitable[obj
     ``timeout`` seconds, 503 when it raises or takes longer."""
 
     def check() -> Response:
-        async def bounded() -> object:
-            return await asyncio.wait_for(probe(), timeout)
-
         try:
-            future = asyncio.run_coroutine_threadsafe(bounded(), loop)
-        except RuntimeError:
-            return text(503, "event loop closed\n")
-        try:
-            # A little longer than the probe's own bound, so a blocked loop is told apart.
-            future.result(timeout + LOOP_TIMEOUT)
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            future.cancel()
+            call_in_loop(loop, probe, timeout, LOOP_TIMEOUT)
+        except TimeoutError:
             return text(503, f"store did not answer within {timeout:g}s\n")
+        except RuntimeError as exc:
+            if loop.is_closed():
+                return text(503, "event loop closed\n")
+            return text(503, f"store unavailable: RuntimeError: {exc}\n")
         except Exception as exc:
             return text(503, f"store unavailable: {type(exc).__name__}: {exc}\n")
         return text(200, "ok\n")

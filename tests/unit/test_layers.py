@@ -19,7 +19,7 @@ LAYERS = {
     "workhorse.options": MODEL, "workhorse.errors": MODEL, "workhorse.codec": MODEL,
     "workhorse.types": MODEL, "workhorse.backoff": MODEL, "workhorse.typed_args": MODEL,
     "workhorse.registry": MODEL, "workhorse.queues": MODEL, "workhorse.tasks": MODEL,
-    "workhorse.jsonlog": MODEL,
+    "workhorse.jsonlog": MODEL, "workhorse.loop_calls": MODEL,
     # chain: composing handlers, built-in middleware
     "workhorse.chain": CHAIN, "workhorse.middleware": CHAIN,
     # backends: stores of our own, and sources (other people's streams)

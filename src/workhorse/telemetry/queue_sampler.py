@@ -10,13 +10,13 @@ gauges are exact at each collection, and a store that is away costs a scrape at 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING
 
 from workhorse.backends.base import QueueStats
+from workhorse.loop_calls import call_in_loop
 
 if TYPE_CHECKING:
     from workhorse.app import App
@@ -73,20 +73,12 @@ class QueueSampler:
             with self._lock:
                 return list(self._last)
 
-        async def bounded() -> list[QueueStats]:
-            return await asyncio.wait_for(self.refresh(), self.timeout)
-
-        try:
-            future = asyncio.run_coroutine_threadsafe(bounded(), loop)
-        except RuntimeError:  # closed meanwhile
-            return []
         try:
             # A little longer than the read's own bound, for a busy loop to answer.
-            return future.result(self.timeout + 1.0)
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            future.cancel()
+            return call_in_loop(loop, self.refresh, self.timeout, 1.0)
+        except TimeoutError:
             log.debug("queue stats: the store did not answer within %gs", self.timeout)
-        except Exception as exc:
+        except Exception as exc:  # the loop closed meanwhile, or the store failed
             log.debug("queue stats unavailable: %s: %s", type(exc).__name__, exc)
         return []
 
