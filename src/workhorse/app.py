@@ -245,8 +245,10 @@ class App:
         if self.tracing is None:
             results = await self._write(backend, new_jobs, wait, connection)
         else:
-            with self.tracing.enqueuing(new_jobs) as new_jobs:
+            with self.tracing.enqueuing(new_jobs) as traced:
+                new_jobs = traced.jobs
                 results = await self._write(backend, new_jobs, wait, connection)
+                traced.outcomes(results)
         if self.lifecycle_hooks.on_queued:
             await self._queued(requests, new_jobs, results)
         return [None if r.outcome is EnqueueOutcome.DUPLICATE else JobRef(self, r.id)

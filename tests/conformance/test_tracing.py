@@ -141,3 +141,18 @@ async def test_an_in_process_run_is_the_child_of_the_caller_span(app, provider, 
 def ids_of(span: trace.Span) -> tuple[int, int]:
     context = span.get_span_context()
     return context.trace_id, context.span_id
+
+
+async def test_an_enqueue_span_tells_what_the_store_did(app, spans):
+    app.register("once", lambda job: None)
+    first = await app.enqueue("once", {"n": 1}, unique=True)
+    assert await app.enqueue("once", {"n": 1}, unique=True) is None
+    again = await app.enqueue("once", {"n": 2}, idempotency_key="k")
+    assert await app.enqueue("once", {"n": 3}, idempotency_key="k") == again
+    created, duplicate, keyed, existing = named(spans, "enqueue once")
+    assert [s.attributes["workhorse.enqueue.outcome"] for s in (created, duplicate, keyed,
+                                                                existing)] == [
+        "created", "duplicate", "created", "existing"]
+    # A job not written names the live job the caller was given instead.
+    assert duplicate.attributes["messaging.message.id"] == first.id
+    assert existing.attributes["messaging.message.id"] == again.id

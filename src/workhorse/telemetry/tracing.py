@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from workhorse.backends.base import NewJob
+from workhorse.backends.base import Enqueued, NewJob
 from workhorse.chain import status_for_exception
 from workhorse.job import Job
 from workhorse.status import Outcome, Status
@@ -38,6 +38,23 @@ def install_tracing(app: App, tracer_provider: Any) -> None:
     app.set_tracing(Tracing(tracer_provider))
 
 
+@dataclasses.dataclass(frozen=True)
+class EnqueueSpans:
+    """The jobs of one traced enqueue (trace context in their headers) and their spans."""
+
+    jobs: list[NewJob]
+    spans: list[Span]
+
+    def outcomes(self, results: Sequence[Enqueued]) -> None:
+        """Note on each span what the store did: ``workhorse.enqueue.outcome`` (created,
+        existing, duplicate) and, for a job that was not created, the id of the live job
+        the caller was given instead."""
+        for span, job, result in zip(self.spans, self.jobs, results, strict=True):
+            span.set_attribute("workhorse.enqueue.outcome", result.outcome.value)
+            if result.id != job.id:
+                span.set_attribute("messaging.message.id", result.id)
+
+
 class Tracing:
     """The spans of one app: ``enqueuing`` wraps a store write, ``adapter`` a run."""
 
@@ -55,9 +72,10 @@ class Tracing:
         self._propagate = propagate
 
     @contextlib.contextmanager
-    def enqueuing(self, jobs: Sequence[NewJob]) -> Iterator[list[NewJob]]:
+    def enqueuing(self, jobs: Sequence[NewJob]) -> Iterator[EnqueueSpans]:
         """One PRODUCER span per job, open while the body writes them to the store; yields
-        the jobs with each span's trace context added to their headers.
+        the jobs with each span's trace context added to their headers, and a way to tell
+        the spans what the store did (``outcomes``).
 
         A job whose headers already hold a ``traceparent`` (work handed on from another
         traced system, a gRPC caller say) gets a span that is a child of that context.
@@ -79,7 +97,7 @@ class Tracing:
             spans.append(span)
             traced.append(dataclasses.replace(job, headers=headers))
         try:
-            yield traced
+            yield EnqueueSpans(traced, spans)
         except BaseException as exc:
             for span in spans:
                 span.record_exception(exc)
