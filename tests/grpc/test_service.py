@@ -230,3 +230,23 @@ async def test_a_second_server_cannot_take_a_busy_port(app, serve):
     finally:
         await second.stop(grace=None)
         await other.close()
+
+
+@pytest.mark.parametrize("app", ["memory"], indirect=True)
+async def test_an_enqueue_continues_the_callers_trace(app, serve, connect):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app.instrument(tracer_provider=provider)
+    handlers(app)
+    trace_id, span_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
+    caller = connect(await serve(app), metadata={
+        "traceparent": f"00-{trace_id:032x}-{span_id:016x}-01"})
+    await caller.enqueue("add", {"a": 1, "b": 2})
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "enqueue add"]
+    assert (span.parent.trace_id, span.parent.span_id) == (trace_id, span_id)
+    provider.shutdown()

@@ -119,11 +119,23 @@ def to_json(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def request_for(spec: jobs_pb2.JobSpec, types: Mapping[str, type[Message]]) -> EnqueueRequest:
-    """The EnqueueRequest of ``spec``; InvalidSpec if its args do not fit its job."""
+#: Call metadata that continues the caller's trace: the W3C trace context and baggage, as
+#: OpenTelemetry's gRPC instrumentation sends them.
+TRACE_METADATA = ("traceparent", "tracestate", "baggage")
+
+
+def request_for(spec: jobs_pb2.JobSpec, types: Mapping[str, type[Message]], *,
+                trace: Mapping[str, str] | None = None) -> EnqueueRequest:
+    """The EnqueueRequest of ``spec``; InvalidSpec if its args do not fit its job.
+
+    ``trace`` (the call's trace metadata) goes into the job's headers unless the spec's own
+    metadata carries a trace context, so a traced app's enqueue span continues the caller's.
+    """
     if not spec.name:
         raise InvalidSpec("a job needs a name")
     headers = dict(spec.metadata)
+    if trace and "traceparent" not in headers:
+        headers.update(trace)
     reserved = sorted(name for name in headers
                       if name in RESERVED_HEADERS or name.startswith(RESERVED_PREFIX))
     if reserved:

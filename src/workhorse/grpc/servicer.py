@@ -24,7 +24,7 @@ from workhorse.grpc.messages import (
     state_message,
     stats_message,
 )
-from workhorse.grpc.payloads import InvalidSpec, message_types, request_for
+from workhorse.grpc.payloads import TRACE_METADATA, InvalidSpec, message_types, request_for
 from workhorse.results import Drop, ResultSubscription
 
 log = logging.getLogger("workhorse.grpc")
@@ -73,8 +73,10 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
                       context: grpc.aio.ServicerContext) -> jobs_pb2.EnqueueResponse:
         try:
             types = self._types()
+            trace = {key: value for key, value in context.invocation_metadata() or ()
+                     if key in TRACE_METADATA and isinstance(value, str)}
             # Every spec is checked before any is written: a bad one enqueues nothing.
-            requests = [request_for(spec, types) for spec in request.jobs]
+            requests = [request_for(spec, types, trace=trace) for spec in request.jobs]
             refs = await self.app.enqueue_many(requests)
         except Exception as exc:
             await abort_for(context, exc)
