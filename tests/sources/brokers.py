@@ -21,6 +21,7 @@ import nats
 from nats.js.client import JetStreamContext
 
 from tests.faults.servers import spare_port
+from workhorse.sources.rabbitmq import DELAY_STEPS
 
 NATS_URL = os.environ.get("WORKHORSE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 AMQP_URL = os.environ.get("WORKHORSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -110,7 +111,8 @@ async def amqp_channel(url: str = AMQP_URL) -> AsyncIterator[Any]:
 
 
 async def drop_queues(channel: Any, names: RabbitNames) -> None:
-    for queue in (names.queue, names.dead_queue, names.delay_queue):
+    steps = [f"{names.delay_queue}.{step}" for step in DELAY_STEPS]
+    for queue in (names.queue, names.dead_queue, names.delay_queue, *steps):
         await channel.queue_delete(queue)
     await channel.exchange_delete(names.dlx)
 

@@ -193,3 +193,25 @@ async def test_a_graceful_stop_nacks_a_stuck_message_for_the_next_consumer(
     await receive_until(app, recorder, source_for(names), "stuck", 2)
     assert stuck.runs == [1, 2]
     assert await drained(channel, names)
+
+
+async def test_a_short_retry_delay_is_not_held_behind_a_long_one(
+        names: RabbitNames, channel: Any) -> None:
+    # RabbitMQ expires messages only at a queue's head: in one delay queue, a message nacked
+    # for 30 s would hold back one nacked for 50 ms behind it.
+    source = source_for(names)
+    await publish_amqp(channel, names.queue, {"n": "slow"})
+    await publish_amqp(channel, names.queue, {"n": "quick"})
+    messages = source.messages(prefetch=10)
+    try:
+        slow, quick = [await asyncio.wait_for(anext(messages), WAIT) for _ in range(2)]
+        assert (slow.body, quick.body) == ({"n": "slow"}, {"n": "quick"})
+        await slow.nack(30.0)
+        await quick.nack(0.05)
+        again = await asyncio.wait_for(anext(messages), WAIT)
+        assert (again.body, again.deliveries) == ({"n": "quick"}, 2)
+        await again.ack()
+        assert await queue_depth(channel, f"{names.delay_queue}.30000") == 1  # still waiting
+    finally:
+        await messages.aclose()
+        await source.close()

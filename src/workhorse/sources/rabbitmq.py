@@ -5,11 +5,14 @@ Settling maps onto AMQP:
 - ``ack()`` is ``basic.ack``.
 - ``nack(delay)``: RabbitMQ cannot delay a requeue, so the message is republished (publisher
   confirms on) with its delivery count raised, then the original is acked. With a delay it
-  goes to the delay queue ``<queue>.delay`` with a per-message TTL (``expiration``); that queue
-  dead-letters expired messages back to the main queue through the default exchange. A message
-  with a long delay holds back shorter ones behind it (RabbitMQ expires only at the head of a
-  queue), so a retry may come later than asked, never sooner. A crash between the republish and
-  the ack leaves both copies: at least once, never lost.
+  goes to a delay queue that dead-letters expired messages back to the main queue through the
+  default exchange. RabbitMQ expires messages only at the head of a queue, so one queue of
+  mixed delays would hold short ones behind long ones: each delay is rounded up to a step of
+  ``DELAY_STEPS`` and waits in that step's queue, ``<queue>.delay.<ms>``, whose messages all
+  share one TTL (``x-message-ttl``) and so expire in order. A retry comes at most one step
+  later than asked, never sooner. Delays past the last step wait in ``<queue>.delay`` with a
+  per-message TTL. A crash between the republish and the ack leaves both copies: at least
+  once, never lost.
 - ``dead_letter(reason)``: with ``dead_letter_exchange`` set, ``basic.reject(requeue=False)``
   and the queue's dead-letter exchange routes it (RabbitMQ records the hop in ``x-death``;
   the reason is logged); returns True. Without it, False: the runtime keeps a workhorse dead
@@ -141,6 +144,8 @@ class RabbitMQSource(SlotSource):
         self._consumer_tag: str | None = None
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._closed = asyncio.Event()
+        #: The delay-step queues declared so far (on this connection's broker).
+        self._step_queues: set[str] = set()
         #: Progress: deliveries dropped after a reconnect (besides ``received``, ``settled``).
         self.stale = 0
 
@@ -182,6 +187,7 @@ class RabbitMQSource(SlotSource):
         aio_pika = _import_aio_pika()
         if self._channel is None:
             raise SourceClosed(f"{self.name} is closed")
+        step = _step_of(delay) if delay > 0 else None
         headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
         headers[DELIVERIES_HEADER] = deliveries
         copy = aio_pika.Message(
@@ -190,9 +196,24 @@ class RabbitMQSource(SlotSource):
             priority=message.priority, correlation_id=message.correlation_id,
             reply_to=message.reply_to, message_id=message.message_id, type=message.type,
             app_id=message.app_id, timestamp=message.timestamp,
-            expiration=delay if delay > 0 else None)
-        target = self.delay_queue if delay > 0 else self.queue
+            # Past the last step, a TTL of its own; a step queue's TTL is the queue's.
+            expiration=delay if delay > 0 and step is None else None)
+        target = self.queue if delay <= 0 else await self._delay_queue_for(step)
         await self._channel.default_exchange.publish(copy, routing_key=target)
+
+    async def _delay_queue_for(self, step: int | None) -> str:
+        """The delay queue of ``step`` (ms), declared on first use; the per-message-TTL
+        queue for None (past the last step)."""
+        if step is None:
+            return self.delay_queue
+        name = f"{self.delay_queue}.{step}"
+        if name not in self._step_queues:
+            assert self._channel is not None
+            await self._channel.declare_queue(name, durable=True, arguments={
+                "x-message-ttl": step, "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue})
+            self._step_queues.add(name)
+        return name
 
     async def _start(self, prefetch: int) -> bool:
         """Connect, declare and start consuming, retrying with backoff; False if closed."""
@@ -283,3 +304,15 @@ class RabbitMQSource(SlotSource):
 
     def _on_reconnected(self, _connection: Any) -> None:
         log.info("%s: reconnected", self.name)
+
+
+#: The delays (milliseconds) a nack waits in a queue of its own: a delay is rounded up to the
+#: next step, so the wait is at most one step longer than asked.
+DELAY_STEPS = (50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000,
+               300_000, 600_000, 1_800_000, 3_600_000)
+
+
+def _step_of(delay: float) -> int | None:
+    """The step (ms) a ``delay`` of seconds waits for, or None past the last step."""
+    wanted = delay * 1000
+    return next((step for step in DELAY_STEPS if step >= wanted), None)
