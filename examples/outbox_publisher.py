@@ -59,8 +59,20 @@ CREATE TABLE IF NOT EXISTS {table} (
     deliveries integer NOT NULL DEFAULT 0,
     locked_until timestamptz,
     error text
-)
+);
+
+-- A notification per INSERT statement: the publisher looks for rows at once, not at its
+-- next poll.
+CREATE OR REPLACE FUNCTION {notify_function}() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_notify({channel}, ''); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER {trigger} AFTER INSERT ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION {notify_function}();
 """
+
+
+def channel_of(table: str) -> str:
+    """The channel the outbox's insert trigger notifies."""
+    return f"{table.split('.')[-1]}_rows"
 
 
 def identifier(table: str) -> sql.Identifier:
@@ -72,9 +84,10 @@ async def create_outbox(url: str, table: str = "outbox") -> None:
     """Create the outbox table if it does not exist."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         *schema, name = table.split(".")
-        body_function = sql.Identifier(*schema, f"{name}_body")
-        await conn.execute(sql.SQL(SCHEMA).format(table=identifier(table),
-                                                  body_function=body_function))
+        await conn.execute(sql.SQL(SCHEMA).format(
+            table=identifier(table), body_function=sql.Identifier(*schema, f"{name}_body"),
+            notify_function=sql.Identifier(*schema, f"{name}_notify"),
+            trigger=sql.Identifier(f"{name}_notify"), channel=sql.Literal(channel_of(table))))
 
 
 async def seed(url: str, table: str, count: int) -> None:
@@ -91,7 +104,8 @@ def outbox_source(url: str, table: str = "outbox", *, lease: float = 30.0) -> Po
     whose publisher died is taken again ``lease`` seconds after it was claimed."""
     return PostgresTableSource(url, table, body_column="body", headers_column=None,
                                status_column="status", done_column="published_at",
-                               error_column="error", lease=lease)
+                               error_column="error", lease=lease,
+                               notify_channel=channel_of(table))
 
 
 class Publisher(Protocol):

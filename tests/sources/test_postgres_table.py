@@ -167,3 +167,35 @@ async def test_the_source_reconnects_when_postgres_restarts(
         assert seen == [1, 2]
     finally:
         await asyncio.to_thread(server.cleanup)
+
+
+class IdleTelling(PostgresTableSource):
+    """Sets ``idle`` whenever a claim finds no row: the source then waits for its poll or
+    a notification."""
+
+    def __init__(self, *args: object, **options: object) -> None:
+        super().__init__(*args, **options)  # type: ignore[arg-type]
+        self.idle = asyncio.Event()
+
+    async def _claim(self, limit: int) -> list:  # type: ignore[type-arg]
+        claimed = await super()._claim(limit)
+        if not claimed:
+            self.idle.set()
+        return claimed
+
+
+async def test_a_notification_brings_a_new_row_without_waiting_for_the_poll(
+        app: wh.App, recorder: Recorder, schema: Schema) -> None:
+    seen = count_each(app)
+    table = schema.table("inbox")
+    await create_table(schema.url, table, notify_channel=f"{schema.name}_inbox")
+    # A poll a minute apart: only the notification can bring the row within the wait.
+    source = IdleTelling(schema.url, table, poll_interval=60.0,
+                         notify_channel=f"{schema.name}_inbox")
+    async with receiving(app, source, "count"):
+        await asyncio.wait_for(source.idle.wait(), WAIT)
+        async with await psycopg.AsyncConnection.connect(schema.url, autocommit=True) as conn:
+            await conn.execute(f"INSERT INTO {table} (body) VALUES (%s)",
+                               (json.dumps({"n": 0}),))
+        await recorder.wait(1)
+    assert seen == Counter([0])

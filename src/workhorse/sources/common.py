@@ -163,7 +163,8 @@ class InFlight(Generic[MessageT]):
     def __init__(self, source: str, renew: Callable[[list[MessageT]], Awaitable[None]],
                  renew_every: float, log: logging.Logger) -> None:
         self.messages: dict[str, MessageT] = {}
-        #: Set each time a message settles: there is room for another.
+        #: Set each time a message settles (there is room for another) or ``wake()`` is
+        #: called (there may be new ones): a waiting ``deliver`` fetches again.
         self.room = asyncio.Event()
         self._source, self._renew, self._renew_every, self._log = source, renew, renew_every, log
         self._renewer: asyncio.Task[None] | None = None
@@ -173,6 +174,11 @@ class InFlight(Generic[MessageT]):
 
     def settled(self, message_id: str) -> None:
         self.messages.pop(message_id, None)
+        self.room.set()
+
+    def wake(self) -> None:
+        """New messages may be waiting (a notification said so): fetch now rather than at
+        the end of the poll interval."""
         self.room.set()
 
     async def deliver(self, prefetch: int, fetch: Callable[[int], Awaitable[list[MessageT]]], *,

@@ -15,6 +15,7 @@ Leases of rows in flight are renewed every ``lease / 3`` seconds. Times are the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -102,7 +103,11 @@ class PostgresTableSource:
     marked published: ``PostgresTableSource(url, "outbox", status_column=None,
     done_column="published_at", error_column=None)``.
 
-    ``poll_interval`` bounds how long a new row waits when the table was empty. On a lost
+    ``poll_interval`` bounds how long a new row waits when the table was empty. With
+    ``notify_channel``, the source also LISTENs on that channel and looks for rows at once on
+    each notification (``create_table(..., notify_channel=...)`` adds a trigger that sends
+    one per INSERT statement; ``add`` sends one itself); polling remains the fallback for a
+    missed one. On a lost
     connection the source reconnects with capped exponential backoff, logging each attempt;
     settle calls retry the same way until the source is closed, when they raise
     SourceClosed (the row comes back when its lease ends: not lost).
@@ -113,7 +118,8 @@ class PostgresTableSource:
                  deliveries_column: str = "deliveries", lease_column: str = "locked_until",
                  status_column: str | None = "status", done_column: str | None = "done_at",
                  error_column: str | None = "error", lease: float = 30.0,
-                 poll_interval: float = 0.5, reconnect_cap: float = 5.0) -> None:
+                 poll_interval: float = 0.5, reconnect_cap: float = 5.0,
+                 notify_channel: str | None = None) -> None:
         if status_column is None and done_column is None:
             raise ValueError("a status_column or a done_column is needed to mark rows done")
         if lease <= 0 or poll_interval <= 0:
@@ -130,7 +136,9 @@ class PostgresTableSource:
         self.error_column = error_column
         self.lease = lease
         self.poll_interval = poll_interval
+        self.notify_channel = notify_channel
         self._backoff = exponential(base=0.05, cap=reconnect_cap)
+        self._listener: asyncio.Task[None] | None = None
         self._conn: Any = None
         self._in_flight: InFlight[PostgresRowMessage] = InFlight(
             self.name, self._renew, lease / 3, log)
@@ -212,14 +220,21 @@ class PostgresTableSource:
             self._ident(self.id_column))
 
         async def insert() -> Any:
-            cursor = await (await self._connection()).execute(query, values)
-            return (await cursor.fetchone())[0]
+            conn = await self._connection()
+            cursor = await conn.execute(query, values)
+            key = (await cursor.fetchone())[0]
+            if self.notify_channel is not None:
+                await conn.execute("SELECT pg_notify(%s, '')", (self.notify_channel,))
+            return key
         return str(await self._retrying("add", insert))
 
     # -- consuming ---------------------------------------------------------------------------
 
     def messages(self, prefetch: int) -> AsyncIterator[Message]:
         """Claimed rows, oldest key first; at most ``prefetch`` unsettled at once."""
+        if self.notify_channel is not None and self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(self.notify_channel), name=f"{self.name}:listen")
         return self._in_flight.deliver(prefetch, self._claim_retrying,
                                        closed=lambda: self._closed, give_back=self._give_back,
                                        poll_interval=self.poll_interval)
@@ -289,14 +304,43 @@ class PostgresTableSource:
     async def close(self) -> None:
         """Stop delivering and close the connection."""
         self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait({listener})
         await self._in_flight.close()
         await self._drop_connection()
 
+    async def _listen(self, channel: str) -> None:
+        """Wake the fetch loop on each notification of ``channel``, on a connection of its
+        own, reconnecting with backoff; a notification missed meanwhile costs one poll."""
+        psycopg = _psycopg()
+        attempt = 0
+        while not self._closed:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url,
+                                                                 autocommit=True) as conn:
+                    await conn.execute(psycopg.sql.SQL("LISTEN {}").format(
+                        psycopg.sql.Identifier(channel)))
+                    attempt = 0
+                    self._in_flight.wake()  # rows added while it was not listening
+                    async for _ in conn.notifies():
+                        self._in_flight.wake()
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                attempt += 1
+                pause = self._backoff(attempt)
+                log.warning("%s: listening on %s failed (%s); again in %.2fs", self.name,
+                            channel, str(exc).strip(), pause)
+                await asyncio.sleep(pause)
 
-async def create_table(url_or_connection: Any, table: str) -> None:
+
+async def create_table(url_or_connection: Any, table: str, *,
+                       notify_channel: str | None = None) -> None:
     """Create ``table`` (``"name"`` or ``"schema.name"``) with the columns
     ``PostgresTableSource`` uses by default, if it does not exist; ``url_or_connection`` is
-    a URL or an open psycopg AsyncConnection (then used in its current transaction)."""
+    a URL or an open psycopg AsyncConnection (then used in its current transaction). With
+    ``notify_channel``, a trigger NOTIFYs that channel after each INSERT statement, for a
+    source created with the same ``notify_channel``."""
     psycopg = _psycopg()
     sql = psycopg.sql
     parts = table.split(".")
@@ -316,6 +360,16 @@ async def create_table(url_or_connection: Any, table: str) -> None:
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (id) WHERE status = 'ready'").format(
             index, sql.Identifier(*parts)),
     ]
+    if notify_channel is not None:
+        notify = sql.Identifier(*parts[:-1], f"{parts[-1]}_notify")
+        statements += [
+            sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN PERFORM pg_notify({}, ''); RETURN NULL; END $$").format(
+                notify, sql.Literal(notify_channel)),
+            sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER INSERT ON {}"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION {}()").format(
+                sql.Identifier(f"{parts[-1]}_notify"), sql.Identifier(*parts), notify),
+        ]
     if isinstance(url_or_connection, str):
         async with await psycopg.AsyncConnection.connect(url_or_connection,
                                                          autocommit=True) as conn:
