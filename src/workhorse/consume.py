@@ -124,8 +124,9 @@ class Consumer:
         self._stopping = True
         reader = self._reader
         if reader is not None and reader is not asyncio.current_task():
-            # Again until it ends: a client library may swallow one cancellation (redis-py
-            # retries a blocking read that a cancel interrupted).
+            # Again until it ends: a source's client library may swallow one cancellation
+            # (the Redis Streams source guards its blocking read with tasks.cancellable;
+            # a source of someone else's may not).
             while not reader.done():
                 reader.cancel()
                 await asyncio.wait({reader}, timeout=0.2)

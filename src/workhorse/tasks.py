@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -52,3 +52,20 @@ class TaskSet:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+
+
+async def cancellable(awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising CancelledError if the task was cancelled meanwhile.
+
+    redis-py bounds socket writes with ``asyncio.wait_for``, which on Python 3.11 returns
+    normally when the task is cancelled just as the write completes: the cancellation is
+    lost and a worker loop would go on forever. ``Task.cancelling()`` still counts it. Every
+    redis-py call whose task may be cancelled (the Redis store, the Redis Streams source)
+    goes through this.
+    """
+    task = asyncio.current_task()
+    before = 0 if task is None else task.cancelling()
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result

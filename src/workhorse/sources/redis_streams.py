@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from workhorse.backoff import exponential
 from workhorse.sources.base import Message, decode_body
 from workhorse.sources.common import InFlight, SettleOnce, require, retrying
+from workhorse.tasks import cancellable
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -190,9 +191,10 @@ class RedisStreamSource:
         reclaimed = await self._reclaim(count)
         if reclaimed:
             return reclaimed
-        reply: Any = await self._client.xreadgroup(
+        # A blocking read: a stop cancels it, and redis-py can swallow that cancel.
+        reply: Any = await cancellable(self._client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count,
-            block=max(1, int(self.block * 1000)))
+            block=max(1, int(self.block * 1000))))
         return [self._message(entry_id, fields, 1)
                 for _stream, entries in reply or [] for entry_id, fields in entries]
 

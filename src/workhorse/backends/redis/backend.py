@@ -60,10 +60,11 @@ from workhorse.backends.base import (
 )
 from workhorse.backends.common import new_token
 from workhorse.backends.redis import admin, records, results
-from workhorse.backends.redis.loops import LoopClient, cancellable
+from workhorse.backends.redis.loops import LoopClient
 from workhorse.backends.redis.records import number, opt
 from workhorse.backends.redis.settings import DEFAULT_RESULT_TTL, parse_url
 from workhorse.errors import ConfigurationError, QueueFull, StoreError, StoreFull
+from workhorse.tasks import cancellable
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from workhorse.backends.redis.direct import DirectConnections
 from workhorse.backends.redis.scripts import Scripts
 from workhorse.backends.redis.settings import RedisSettings
+from workhorse.tasks import cancellable
 
 T = TypeVar("T")
 log = logging.getLogger("workhorse.backends.redis")
@@ -30,21 +31,6 @@ _PING_EVERY = 30.0
 #: First and longest pause before the listener subscribes again after losing its connection.
 _FIRST_PAUSE = 0.05
 _LONGEST_PAUSE = 2.0
-
-
-async def cancellable(awaitable: Awaitable[T]) -> T:
-    """``await awaitable``, raising CancelledError if the task was cancelled meanwhile.
-
-    redis-py bounds socket writes with ``asyncio.wait_for``, which on Python 3.11 returns
-    normally when the task is cancelled just as the write completes: the cancellation is
-    lost and a worker loop would go on forever. ``Task.cancelling()`` still counts it.
-    """
-    task = asyncio.current_task()
-    before = 0 if task is None else task.cancelling()
-    result = await awaitable
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
-    return result
 
 
 class LoopClient:

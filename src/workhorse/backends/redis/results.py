@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from workhorse.backends.base import FinishedJob, JobRecord, State
 from workhorse.backends.feeds import QueuedFeed
-from workhorse.backends.redis.loops import cancellable
+from workhorse.tasks import cancellable
 
 log = logging.getLogger("workhorse.backends.redis")
 
