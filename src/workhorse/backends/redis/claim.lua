@@ -16,6 +16,10 @@ local PROMOTE_BATCH = 1000
 local PASSES = 8
 
 local claimed, blocked = {}, {}
+-- Index writes of the leases, made once per key (flush_leases): the members leaving each
+-- READY set, the running adds, and the running counts per handler and queue. admit counts a
+-- handler's leases of this call from by_name.
+local leaving, leaving_keys, running_adds, by_name, by_queue = {}, {}, {}, {}, {}
 local token_wait = nil
 
 local function promote(key)
@@ -38,6 +42,7 @@ local function admit(name, queue, take)
   if not lim then return true end
   local most, rate, burst = lim[1], lim[2], lim[3]
   local running = tonumber(redis.call('HGET', P .. 'running_by_name', name) or '0')
+    + (by_name[name] or 0)
   if most >= 0 and running >= most then
     redis.call('HSET', P .. 'blocked', name, queue)
     return false
@@ -69,17 +74,68 @@ local CLAIMED_FIELDS = {'id', 'name', 'queue', 'payload', 'headers', 'priority',
   'attempt', 'run_at', 'enqueued_at', 'started_at', 'lease_owner', 'lease_expires_at', 'token',
   'status', 'error', 'traceback', 'unique_key', 'idempotency_key'}
 
-local function take_lease(jk, id, queue, name)
+-- What a claim reads of a READY job before leasing it: its state, the CLAIMED_FIELDS the
+-- lease does not write, and the fields it clears (from 'finished_at' on).
+local READ_FIELDS = {'state', 'id', 'name', 'queue', 'payload', 'headers', 'priority',
+  'timeout', 'attempt', 'run_at', 'enqueued_at', 'status', 'error', 'traceback', 'unique_key',
+  'idempotency_key', 'finished_at', 'cancel_requested', 'checkin', 'checkin_at'}
+local CLEARED_FROM = 17
+
+-- Lease the job whose READ_FIELDS are f, which the caller has taken out of its READY set
+-- (leave_ready): one HSET, an HDEL only of the fields it has, and its CLAIMED_FIELDS built
+-- from f and what was written. The running indexes are written by flush_leases.
+local function take_lease(jk, id, queue, name, f)
   local token = prefix .. '.' .. string.format('%x', #claimed + 1)
   local expires = num(now + lease)
-  redis.call('HINCRBY', jk, 'attempt', 1)
+  local attempt = tostring((tonumber(f[9]) or 0) + 1)
   redis.call('HSET', jk, 'state', 'running', 'token', token, 'lease_owner', worker,
-    'lease_expires_at', expires, 'started_at', now_text)
-  redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'checkin', 'checkin_at')
-  redis.call('ZADD', P .. 'running', expires, id)
-  redis.call('HINCRBY', P .. 'running_by_name', name, 1)
-  redis.call('HINCRBY', P .. 'running_by_queue', queue, 1)
-  claimed[#claimed + 1] = redis.call('HMGET', jk, unpack(CLAIMED_FIELDS))
+    'lease_expires_at', expires, 'started_at', now_text, 'attempt', attempt)
+  local clear = {}
+  for i = CLEARED_FROM, #READ_FIELDS do
+    if f[i] then clear[#clear + 1] = READ_FIELDS[i] end
+  end
+  if #clear > 0 then redis.call('HDEL', jk, unpack(clear)) end
+  running_adds[#running_adds + 1] = expires
+  running_adds[#running_adds + 1] = id
+  by_name[name] = (by_name[name] or 0) + 1
+  by_queue[queue] = (by_queue[queue] or 0) + 1
+  claimed[#claimed + 1] = {f[2], f[3], f[4], f[5], f[6], f[7], f[8], attempt, f[10],
+    f[11], now_text, worker, expires, token, f[12], f[13], f[14], f[15], f[16]}
+end
+
+-- ready_drop, deferred to flush_leases: the leased members leave their READY sets per key.
+local function leave_ready(key, queue, name, member)
+  local members = leaving[key]
+  if not members then
+    members = {}
+    leaving[key] = members
+    leaving_keys[#leaving_keys + 1] = {key, queue, name}
+  end
+  members[#members + 1] = member
+end
+
+local CHUNK = 2000 -- arguments per call: well below Lua's limit on unpack
+
+local function unpack_chunks(command, key, args)
+  for first = 1, #args, CHUNK do
+    redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+  end
+end
+
+-- The index writes of the leases taken so far, before anything reads those indexes again.
+local function flush_leases()
+  for _, k in ipairs(leaving_keys) do
+    local key, queue, name = k[1], k[2], k[3]
+    unpack_chunks('ZREM', key, leaving[key])
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SREM', names_key(queue), name)
+    end
+  end
+  leaving, leaving_keys = {}, {}
+  if #running_adds > 0 then
+    unpack_chunks('ZADD', P .. 'running', running_adds)
+    running_adds = {}
+  end
 end
 
 local function printable(s)
@@ -140,12 +196,13 @@ local function claim_from(queue)
     table.sort(heads, by_rank)
     local dropped = false
     for _, h in ipairs(heads) do
-      if #claimed >= limit then return end
+      if #claimed >= limit then break end
       local score, member, name, key = h[1], h[2], h[3], h[4]
       if not blocked[name] then
         local id = member_id(member)
         local jk = id and job_key(id)
-        local state = id and redis.call('HGET', jk, 'state')
+        local f = id and redis.call('HMGET', jk, unpack(READ_FIELDS))
+        local state = f and f[1]
         if not state then
           bury_garbage(queue, name, key, member, score,
             "no job '" .. printable(id or member) .. "'")
@@ -153,18 +210,19 @@ local function claim_from(queue)
         elseif state ~= 'ready' then
           ready_drop(key, queue, name, member) -- a stale entry: the job moved on
           dropped = true
-        elseif redis.call('HEXISTS', jk, 'payload') == 0 then
+        elseif not f[5] then
           bury_garbage(queue, name, key, member, score,
             "job '" .. printable(id) .. "' has no payload")
           dropped = true
         elseif not admit(name, queue, true) then
           blocked[name] = true
         else
-          ready_drop(key, queue, name, member)
-          take_lease(jk, id, queue, name)
+          leave_ready(key, queue, name, member)
+          take_lease(jk, id, queue, name, f)
         end
       end
     end
+    flush_leases() -- the next pass reads the READY sets again
     if not dropped then return end
   end
 end
@@ -178,6 +236,13 @@ for _, queue in ipairs(queues) do
   if redis.call('SISMEMBER', P .. 'paused', queue) == 0 then
     claim_from(queue)
   end
+end
+flush_leases()
+for name, count in pairs(by_name) do
+  redis.call('HINCRBY', P .. 'running_by_name', name, count)
+end
+for queue, count in pairs(by_queue) do
+  redis.call('HINCRBY', P .. 'running_by_queue', queue, count)
 end
 -- A full claim may have left work behind: pass the wake-up on to the next idle waiter.
 if #claimed >= limit then

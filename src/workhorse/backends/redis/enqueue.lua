@@ -3,7 +3,7 @@
 -- payload, headers, priority, timeout?, run_at?, unique_key?, idempotency_key?
 -- Returns {id, outcome, state} per job, or {"!full", queue, live, limit} having written nothing.
 local now_text, now = clock()
-local sizes = cjson.decode(ARGV[2])
+local sizes = ARGV[2] == '{}' and {} or cjson.decode(ARGV[2]) -- most calls have no limits
 local LIVE = {scheduled = true, ready = true, running = true, retrying = true}
 
 local results, writes, adding = {}, {}, {}
