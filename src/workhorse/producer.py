@@ -60,7 +60,16 @@ def unique_key_for(name: str, args: Any) -> str:
 
 def build_new_job(request: EnqueueRequest, registry: Registry, now: float | None = None) -> NewJob:
     """A NewJob from ``request``, filling defaults from the handler's options when the
-    handler is registered here. Raises SerializationError before anything is written."""
+    handler is registered here. Raises SerializationError (args) or ConfigurationError
+    (the rest) before anything is written."""
+    if not isinstance(request.name, str) or not request.name:
+        raise ConfigurationError(
+            f"a job name must be a non-empty string, not {request.name!r}; "
+            "enqueue_many takes Job objects, enqueue takes the name and args")
+    for field in ("queue", "unique_key", "idempotency_key", "job_id"):
+        value = getattr(request, field)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{field} must be a non-empty string, not {value!r}")
     options = registry.get(request.name).options if request.name in registry else None
     args = plain_args(request.args)
     payload = codec.encode(args, what="args")

@@ -60,6 +60,19 @@ async def test_non_serializable_args_fail_before_anything_is_written(app):
     assert await (await app.backend()).list_jobs() == []
 
 
+async def test_a_job_that_is_not_well_formed_fails_before_anything_is_written(app):
+    app.register("use", lambda job: None)
+    with pytest.raises(wh.ConfigurationError, match="job name must be a non-empty string"):
+        await app.enqueue(wh.Job("use"))  # a Job where the name belongs
+    with pytest.raises(wh.ConfigurationError, match="job name"):
+        await app.enqueue_many([wh.Job("use"), {"name": ""}])
+    with pytest.raises(wh.ConfigurationError, match="queue must be a non-empty string"):
+        await app.enqueue("use", queue=7)  # type: ignore[arg-type]
+    with pytest.raises(wh.ConfigurationError, match="idempotency_key"):
+        await app.enqueue("use", idempotency_key="")
+    assert await (await app.backend()).list_jobs() == []
+
+
 async def test_delayed_jobs_wait_for_their_time(app):
     app.register("stamp", lambda job: None)
     later = await app.enqueue("stamp", delay=3600)
