@@ -1,13 +1,13 @@
-"""Where the benchmarks keep their state: Redis keys, databases and store URLs."""
+"""Where the benchmarks keep their state: databases, store URLs and environment variables."""
 
 from __future__ import annotations
 
 import os
 
-#: The Redis server every Redis-based system uses, and the bench's own counters.
+#: The Redis server every Redis-based system uses.
 REDIS_HOST = os.environ.get("BENCH_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
-#: The Redis database the peers and the completion counters use; flushed between runs.
+#: The Redis database the peers use; flushed between runs.
 #: Nothing else on the server is flushed: workhorse's Redis keys are in their own namespace.
 BENCH_DB = int(os.environ.get("BENCH_REDIS_DB", "15"))
 BENCH_REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{BENCH_DB}"
@@ -28,16 +28,8 @@ SAQ_POSTGRES_DATABASE = "whbench_saq"
 #: The queue (or list, stream...) name every system is told to use.
 QUEUE = "bench"
 
-# Completion keys, in BENCH_DB. Jobs count themselves: each INCRs COUNT_KEY; the one that
-# reads 1 stores its start time in FIRST_KEY, the one that reaches the target RPUSHes its
-# end time to DONE_KEY, on which the driver waits with BLPOP. Latency jobs RPUSH their
-# pickup latency to LATENCY_KEY.
-COUNT_KEY = "bench:count"
-FIRST_KEY = "bench:first"
-DONE_KEY = "bench:done"
-LATENCY_KEY = "bench:latency"
-BENCH_KEYS = (COUNT_KEY, FIRST_KEY, DONE_KEY, LATENCY_KEY)
-
 #: Environment variables the driver sets for workers and producers.
-ENV_COUNTER = "BENCH_COUNTER"  # "redis" (default) or "local" (in-process, memory://)
+ENV_COUNTER = "BENCH_COUNTER"  # "local": count in process (memory://); else the tally
+#: The path of the driver's Unix socket, to which every job reports (``bench.counter``).
+ENV_TALLY = "BENCH_TALLY"
 ENV_WORKHORSE_URL = "WORKHORSE_URL"

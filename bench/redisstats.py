@@ -32,7 +32,7 @@ class RedisUsage:
     cpu_seconds: float
 
     def minus(self, calls: Mapping[str, int], cpu_seconds: float = 0.0) -> RedisUsage:
-        """This usage without the bench's own commands (never below zero)."""
+        """This usage without some commands and CPU (the meter's own; never below zero)."""
         left = Counter(self.calls)
         left.subtract(calls)
         return RedisUsage(+left, max(0.0, self.cpu_seconds - cpu_seconds))
@@ -79,19 +79,3 @@ class RedisMeter:
         })
         return RedisUsage(calls, cpu).minus(self.OWN_CALLS)
 
-
-def calibrate_incr_cpu(client: redis.Redis, key: str, rounds: int = 5000) -> float:
-    """Redis CPU seconds for one INCR round trip, as each benchmark job sends one.
-
-    Subtracted from the processing windows, so that the Redis CPU reported is the job
-    system's own and not the bench's counter.
-    """
-    meter = RedisMeter(client)
-    best = float("inf")
-    for _ in range(3):  # the least disturbed of three tries
-        meter.start()
-        for _ in range(rounds):
-            client.incr(key)
-        best = min(best, meter.stop().cpu_seconds / rounds)
-    client.delete(key)
-    return best

@@ -265,10 +265,18 @@ def _failures_and_notes(results: dict[str, Any], systems: list[str]) -> list[str
                      f"systems that do not use it idled: {statistics.median(background):,.1f} "
                      f"commands/s (median of {len(background)} windows; max "
                      f"{max(background):,.1f}). Any such traffic is in the Redis figures too.")
-    incr = results.get("calibration", {}).get("redis_cpu_us_per_incr")
-    if incr is not None:
-        lines.append(f"- Redis CPU while processing excludes the bench's own counter: one "
-                     f"INCR per job, measured at {incr} µs of Redis CPU each on this machine.")
+    # Results measured before jobs reported to the driver's tally, when each job counted
+    # itself with a Redis INCR (those runs carry the INCR's measured Redis CPU); in-process
+    # systems always counted in memory.
+    former = [name for run in (results.get("runs") or [results])
+              if "calibration" in run for name in run.get("systems", [])
+              if name in systems and not results["systems"][name].get("in_process")]
+    if former:
+        lines.append(f"- Measured with the former completion counter, one Redis `INCR` per job "
+                     f"(about 45 µs of CPU per job in an asyncio worker, and one more Redis "
+                     f"command per job, left out of the Redis figures): "
+                     f"{', '.join(former)}. Their throughput is understated next to "
+                     f"systems measured since; re-run them to compare.")
     return lines or ["- none"]
 
 

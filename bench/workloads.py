@@ -1,9 +1,10 @@
 """The workloads, driven from the driver process: one method per workload, one run each.
 
 Every run starts from a flushed store, starts the worker processes it needs, calls the
-library only through the producer subprocess (``bench.client``), waits for the jobs'
-completion marker with a blocking ``BLPOP`` under a deadline, and stops every process it
-started, whatever happens. A run that cannot finish raises ``StepFailed`` with the reason.
+library only through the producer subprocess (``bench.client``), waits under a deadline
+until the jobs' records reach the driver's tally (``bench.counter.Tally``), and stops every
+process it started, whatever happens. A run that cannot finish raises ``StepFailed`` with
+the reason.
 """
 
 from __future__ import annotations
@@ -17,24 +18,17 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from bench import procs
-from bench.config import (
-    BENCH_KEYS,
-    BENCH_REDIS_URL,
-    COUNT_KEY,
-    DONE_KEY,
-    FIRST_KEY,
-    LATENCY_KEY,
-)
+from bench.config import BENCH_REDIS_URL, ENV_TALLY
+from bench.counter import Tally
 from bench.procs import Child
-from bench.redisstats import RedisMeter, RedisUsage, calibrate_incr_cpu
+from bench.redisstats import RedisMeter, RedisUsage
 from bench.systems.base import BIN, System
 
 
@@ -94,22 +88,16 @@ class Bench:
         self.status = status
         self.redis = redis.Redis.from_url(BENCH_REDIS_URL)
         self._run_number = 0
-        #: Redis CPU seconds of one INCR round trip (the bench's counter), measured once.
-        self.incr_cpu = 0.0
-
-    def calibrate(self) -> float:
-        """Measure the Redis CPU cost of the jobs' counter, subtracted from processing."""
-        self.redis.flushdb()
-        self.incr_cpu = calibrate_incr_cpu(self.redis, COUNT_KEY)
-        return self.incr_cpu
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def env(self, system: System) -> dict[str, str]:
+    def env(self, system: System, tally: Tally | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self.settings.root)
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env.update(system.worker_env())
+        if tally is not None:
+            env[ENV_TALLY] = tally.path
         return env
 
     def _log(self, system: System, what: str) -> Path:
@@ -146,67 +134,46 @@ class Bench:
             procs.stop([child], grace=1.0)
 
     @contextlib.contextmanager
-    def workers(self, system: System, processes: int, what: str) -> Iterator[list[Child]]:
-        """The system's worker processes, stopped (and their trees killed) on exit."""
+    def workers(self, system: System, processes: int, what: str,
+                tally: Tally) -> Iterator[list[Child]]:
+        """The system's worker processes, reporting to ``tally``; stopped (and their trees
+        killed) on exit."""
         children: list[Child] = []
         try:
             for command in system.worker_commands(processes):
-                children.append(procs.start(command, env=self.env(system),
+                children.append(procs.start(command, env=self.env(system, tally),
                                             cwd=self.settings.root,
                                             log=self._log(system, what)))
             yield children
         finally:
             procs.stop(children, grace=self.settings.stop_grace)
 
-    def wait_done(self, workers: list[Child], target: int, timeout: float) -> tuple[
-            float, Counter[str]]:
-        """Block until the jobs' done marker appears: its time, and the commands issued.
+    def wait_done(self, tally: Tally, workers: list[Child], target: int,
+                  timeout: float) -> None:
+        """Block until ``target`` jobs have reported to ``tally`` (``tally.expect`` was
+        called before they could run).
 
-        ``BLPOP`` returns as soon as the marker is pushed; its one-second bound is only so
-        that a worker that died, or the deadline, is noticed. The progress shown costs one
-        ``GET`` per second; both are counted and left out of the Redis figures.
+        The wait returns as soon as the tally's thread counts the last record; its
+        one-second bound is only so that a worker that died, or the deadline, is noticed,
+        and the progress shown. Nothing is sent to Redis meanwhile.
         """
-        issued: Counter[str] = Counter()
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                done = self._count()
-                raise StepFailed(f"timed out after {timeout:.0f}s with {done:,} of "
+        while not tally.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"timed out after {timeout:.0f}s with {tally.count:,} of "
                                  f"{target:,} jobs done; killed")
-            reply = cast(list[bytes] | None, self.redis.blpop([DONE_KEY], timeout=1))
-            issued["blpop"] += 1
-            if reply is not None:
-                return float(reply[1]), issued
             for child in workers:
                 if child.popen.poll() is not None:
                     raise StepFailed(f"worker exited with code {child.popen.returncode}: "
                                      f"{child.tail()}")
-            issued["get"] += 1
-            self.status(f"{self._count():,}/{target:,} jobs")
+            self.status(f"{tally.count:,}/{target:,} jobs")
 
-    def _number(self, key: str) -> float:
-        """A number the jobs stored in ``key``; 0 if none yet. (redis-py types the replies
-        of its sync and async clients as one union, hence the casts.)"""
-        return float(cast(bytes | None, self.redis.get(key)) or 0)
-
-    def _count(self) -> int:
-        return int(self._number(COUNT_KEY))
-
-    def warm_up(self, system: System, workers: list[Child]) -> None:
+    def warm_up(self, system: System, workers: list[Child], tally: Tally) -> None:
         """Run one job through freshly started workers, so they are up and connected."""
+        tally.expect(1)
         self.client(system, "enqueue", self.settings.enqueue_timeout, mode="one", count=1,
                     target=1)
-        self.wait_done(workers, 1, 60.0)
-        self.redis.delete(*BENCH_KEYS)
-
-    def redis_cost(self, usage: RedisUsage, jobs: int, bench_calls: Counter[str],
-                   counted: int) -> dict[str, Any]:
-        """Redis usage per 1,000 jobs, without the bench's own commands and their CPU."""
-        own = Counter(bench_calls)
-        # redis-py sends INCR as INCRBY.
-        own.update({"incrby": counted, "set": 1, "rpush": 1})
-        return usage.minus(own, counted * self.incr_cpu).per_1000(jobs)
+        self.wait_done(tally, workers, 1, 60.0)
 
     # -- workloads -----------------------------------------------------------------------
 
@@ -235,19 +202,23 @@ class Bench:
         self.client(system, "enqueue", self.settings.enqueue_timeout,
                     mode="bulk" if system.bulk_api else "one", count=jobs, target=jobs)
         meter = RedisMeter(self.redis) if system.redis_based else None
-        if meter:
-            meter.start()
-        started = time.time()
-        with self.workers(system, processes, f"throughput{processes}") as workers:
-            done_at, issued = self.wait_done(workers, jobs, self.settings.process_timeout)
-            usage = meter.stop() if meter else None
-            counted = self._count()
-            first = self._number(FIRST_KEY) or started
+        with Tally() as tally:
+            tally.expect(jobs)
+            if meter:
+                meter.start()
+            started = time.time()
+            with self.workers(system, processes, f"throughput{processes}", tally) as workers:
+                self.wait_done(tally, workers, jobs, self.settings.process_timeout)
+                # The window holds only the system's commands (and the meter's own, which
+                # it leaves out): the jobs report to the tally, not to Redis.
+                usage = meter.stop() if meter else None
+                counted = tally.count
+                first, last = tally.first_started(), tally.last_ended()
         self.reset(system)
-        run: dict[str, Any] = {"seconds": done_at - first, "rate": jobs / (done_at - first),
-                               "wall_seconds": done_at - started, "runs_counted": counted}
+        run: dict[str, Any] = {"seconds": last - first, "rate": jobs / (last - first),
+                               "wall_seconds": last - started, "runs_counted": counted}
         if usage is not None:
-            run["redis"] = self.redis_cost(usage, jobs, issued, counted)
+            run["redis"] = usage.per_1000(jobs)
         return run
 
     def _throughput_inproc(self, system: System) -> dict[str, Any]:
@@ -266,12 +237,12 @@ class Bench:
                                 interval=interval, timeout=timeout)
             return summarize_latency(reply["latencies"])
         self.reset(system)
-        with self.workers(system, 1, "latency") as workers:
-            self.warm_up(system, workers)
+        with Tally() as tally, self.workers(system, 1, "latency", tally) as workers:
+            self.warm_up(system, workers, tally)
+            tally.expect(count)
             self.client(system, "latency", timeout, count=count, interval=interval)
-            self.wait_done(workers, count, 60.0)
-            latencies = [float(x) for x in cast(list[bytes],
-                                                 self.redis.lrange(LATENCY_KEY, 0, -1))]
+            self.wait_done(tally, workers, count, 60.0)
+            latencies = tally.latencies()
         self.reset(system)
         return summarize_latency(latencies)
 
@@ -284,8 +255,8 @@ class Bench:
         # Metered for every system: for one that does not use Redis, what is counted is
         # the rest of the machine's traffic to the server, kept as a measure of the noise.
         meter = RedisMeter(self.redis)
-        with self.workers(system, 1, "idle") as workers:
-            self.warm_up(system, workers)
+        with Tally() as tally, self.workers(system, 1, "idle", tally) as workers:
+            self.warm_up(system, workers, tally)
             time.sleep(self.settings.settle_seconds)
             meter.start()
             self.status(f"measuring for {seconds:.0f}s")

@@ -90,7 +90,7 @@ class System(ABC):
 
     def local_counter(self) -> LocalCounter:
         """The in-process counter its jobs use (``in_process`` systems)."""
-        raise NotImplementedError(f"{self.name} counts its jobs in Redis")
+        raise NotImplementedError(f"{self.name} counts its jobs in the driver's tally")
 
     @contextlib.asynccontextmanager
     async def in_process_worker(self) -> AsyncIterator[None]:

@@ -5,22 +5,14 @@ from __future__ import annotations
 import time
 
 import redis
-from rq import Queue, get_current_job
+from rq import Queue
 
 from bench.config import BENCH_REDIS_URL, QUEUE
 from bench.counter import SyncCounter
 from bench.systems.base import BIN, System, repeat
 
-
-def _job_connection() -> redis.Redis:
-    # The work horse already holds rq's connection to the bench database: counting on it
-    # spares every forked horse a second connection of its own.
-    job = get_current_job()
-    assert job is not None, "called outside an rq job"
-    return job.connection
-
-
-COUNTER = SyncCounter(client=_job_connection)
+#: Each forked work horse opens its own connection to the driver's tally.
+COUNTER = SyncCounter()
 
 
 def noop(target: int) -> None:

@@ -30,7 +30,8 @@ from bench.config import (
 from bench.counter import AsyncCounter, LocalCounter
 from bench.systems.base import BIN, System, repeat
 
-#: Jobs count in Redis, except in the in-process (memory://) producer, which counts locally.
+#: Jobs report to the driver's tally, except in the in-process (memory://) producer, which
+#: counts locally.
 COUNTER: AsyncCounter | LocalCounter = (
     LocalCounter() if os.environ.get(ENV_COUNTER) == "local" else AsyncCounter())
 
