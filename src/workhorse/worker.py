@@ -20,6 +20,7 @@ from workhorse.app import App
 from workhorse.backends.base import (
     WORKER_LOST,
     Backend,
+    Handoff,
     HeartbeatReply,
     JobRecord,
     Limits,
@@ -276,6 +277,11 @@ class Worker:
                     backend, self.id, order, room, self.lease, limits))
             finally:
                 self._claiming = False
+            if not records:
+                # Idle: wait, leaving a standing claim that a store may fill at once.
+                records = await backend.wait_for_work(
+                    order, self.poll_interval,
+                    handoff=Handoff(self.id, self.lease, limits))
             if self._stopping:
                 for record in records:  # claimed as we stopped: hand them straight back
                     await self._persist("release", _releaser(backend, record))
@@ -289,8 +295,6 @@ class Worker:
                 running = _Running(record, buffered=True)
                 self._running[record.id] = running
                 self._buffer.append(running)
-            if not records:
-                await backend.wait_for_work(order, self.poll_interval)
 
     def _prefetch(self) -> int:
         if self.prefetch is not None:

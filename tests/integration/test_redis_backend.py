@@ -20,9 +20,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 
+import workhorse as wh
 from workhorse import codec
 from workhorse.backends import create_backend
-from workhorse.backends.base import EnqueueOutcome, Limits, NewJob, State, WorkerInfo
+from workhorse.backends.base import EnqueueOutcome, Handoff, Limits, NewJob, State, WorkerInfo
 from workhorse.backends.redis import RedisBackend
 from workhorse.errors import ConfigurationError, StoreError
 from workhorse.job import new_job_id
@@ -415,3 +416,135 @@ async def test_connections_the_server_dropped_are_replaced(
         assert record.id == job.id
     finally:
         await store.close()
+
+
+# -- hand-off: a lone job enqueued while a worker waits goes straight to it -----------------
+
+
+def standing(raw: aioredis.Redis, namespace: str, worker: str) -> Callable[[], Awaitable[bool]]:
+    async def exists() -> bool:
+        return bool(await raw.exists(f"{{{namespace}}}:waiter:{worker}"))
+    return exists
+
+
+async def test_a_lone_job_goes_straight_to_the_waiting_worker_under_its_lease(
+    backend: RedisBackend, raw: aioredis.Redis, namespace: str,
+) -> None:
+    waiter = asyncio.create_task(
+        backend.wait_for_work(["q"], 30, handoff=Handoff("w1", 20.0)))
+    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    [enqueued] = await backend.enqueue([new_job()])
+
+    [record] = await asyncio.wait_for(waiter, PROMPT)
+    assert (record.id, record.state, record.attempt, record.lease_owner) == (
+        enqueued.id, State.RUNNING, 1, "w1")
+    assert record.payload == b'{"n":1}' and record.token
+    stored = await backend.get(record.id)
+    assert stored is not None
+    assert (stored.state, stored.token, stored.attempt) == (State.RUNNING, record.token, 1)
+    assert stored.started_at == stored.enqueued_at  # leased in the enqueue's own step
+    assert (await backend.queue_stats())[0].counts[State.RUNNING] == 1
+    # The lease is an ordinary one: the worker settles it, and no one else can claim it.
+    assert await backend.claim("w2", ["q"], 5, 20.0) == []
+    assert await backend.ack(record.id, record.token or "", state=State.SUCCEEDED, status=200)
+    assert not await standing(raw, namespace, "w1")()
+
+
+async def test_no_hand_off_to_a_paused_queue_a_limited_handler_or_behind_ready_work(
+    backend: RedisBackend, raw: aioredis.Redis, namespace: str,
+) -> None:
+    handoff = Handoff("w1", 20.0, {"limited": Limits(max_concurrency=5)})
+
+    async def waits_through(enqueue: Callable[[], Awaitable[object]]) -> list[object]:
+        waiter = asyncio.create_task(backend.wait_for_work(["q"], 30, handoff=handoff))
+        await eventually(standing(raw, namespace, "w1"), "the standing claim")
+        await enqueue()
+        return list(await asyncio.wait_for(waiter, PROMPT))  # woken, given nothing
+
+    limited = new_job("limited")
+    assert await waits_through(lambda: backend.enqueue([limited])) == []
+    # Behind READY work (the limited job): the new one waits its turn in line.
+    behind = new_job()
+    assert await waits_through(lambda: backend.enqueue([behind])) == []
+    [first, second] = await backend.claim("w1", ["q"], 5, 20.0, handoff.limits)
+    assert [first.id, second.id] == [limited.id, behind.id]
+
+    await backend.pause("q")
+    paused = new_job()
+    waiter = asyncio.create_task(backend.wait_for_work(["q"], 30, handoff=handoff))
+    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    await backend.enqueue([paused])
+    assert await asyncio.wait_for(waiter, PROMPT) == []  # woken, as before, given nothing
+    record = await backend.get(paused.id)
+    assert record is not None and record.state is State.READY
+
+
+async def test_a_cancelled_wait_ends_its_standing_claim(
+    backend: RedisBackend, raw: aioredis.Redis, namespace: str,
+) -> None:
+    # redis-py may hold a cancel until the blocking pop returns: block for 2 s at most.
+    waiter = asyncio.create_task(
+        backend.wait_for_work(["q"], 2.0, handoff=Handoff("w1", 20.0)))
+    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    waiter.cancel()
+    await asyncio.wait({waiter}, timeout=PROMPT)
+    assert waiter.cancelled()
+    assert not await standing(raw, namespace, "w1")()
+    [enqueued] = await backend.enqueue([new_job()])
+    record = await backend.get(enqueued.id)
+    assert record is not None and (record.state, record.attempt) == (State.READY, 0)
+
+
+async def test_a_job_handed_to_a_wait_that_is_abandoned_goes_back_in_line(
+    backend: RedisBackend, raw: aioredis.Redis, namespace: str,
+) -> None:
+    # The standing claim alone, as a wait leaves it, with no one blocked on the inbox: the
+    # job is handed off into it, as when a wait is cancelled just as the job arrives.
+    await backend._run("next_due", ["w1", "20", "tok", b"{}", "30000", "q"])
+    [enqueued] = await backend.enqueue([new_job()])
+    assert await raw.llen(f"{{{namespace}}}:inbox:w1") > 0
+    await backend._abandon("w1", [])
+    record = await backend.get(enqueued.id)
+    assert record is not None and (record.state, record.attempt) == (State.READY, 0)
+    assert (await backend.queue_stats())[0].counts[State.RUNNING] == 0
+    [claimed] = await backend.claim("w2", ["q"], 5, 20.0)
+    assert (claimed.id, claimed.attempt) == (enqueued.id, 1)
+
+
+async def test_a_wait_that_ends_without_popping_its_inbox_still_returns_what_it_was_handed(
+    backend: RedisBackend, raw: aioredis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Waits this short are slept, not blocked in Redis: the job handed off meanwhile stays
+    # in the inbox, and comes back with the end of the standing claim.
+    monkeypatch.setattr("workhorse.backends.redis.backend._SHORT_WAIT", 60.0)
+    waiter = asyncio.create_task(
+        backend.wait_for_work(["q"], 2.0, handoff=Handoff("w1", 20.0)))
+    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    [enqueued] = await backend.enqueue([new_job()])
+    assert await raw.llen(f"{{{namespace}}}:inbox:w1") > 0
+    [record] = await asyncio.wait_for(waiter, PROMPT)
+    assert (record.id, record.state, record.lease_owner) == (enqueued.id, State.RUNNING, "w1")
+    assert await raw.llen(f"{{{namespace}}}:inbox:w1") == 0
+
+
+async def test_an_idle_worker_runs_a_new_job_from_its_hand_off_and_a_stopped_one_gets_none(
+    url: str, raw: aioredis.Redis, namespace: str,
+) -> None:
+    app = wh.App(url)
+    app.register("echo", lambda job: job.args["n"])
+    worker = wh.Worker(app, prune_interval=0)
+    await worker.start()
+    try:
+        await eventually(standing(raw, namespace, worker.id), "the standing claim")
+        ref = await app.enqueue("echo", {"n": 7})
+        assert await ref.result(timeout=PROMPT) == 7
+        record = await ref.record()
+        assert record.started_at == record.enqueued_at  # handed off, not claimed
+        assert record.attempt == 1
+        await eventually(standing(raw, namespace, worker.id), "the standing claim")
+    finally:
+        await worker.stop()
+    assert not await standing(raw, namespace, worker.id)()
+    ref = await app.enqueue("echo", {"n": 8})
+    assert await ref.status() is wh.State.READY
+    await app.close()

@@ -388,7 +388,7 @@ async def test_closing_ends_waits_without_opening_the_store_again(db_path):
     assert not finished
     await store.close()
     await asyncio.wait_for(asyncio.wait(waits), PROMPT)
-    assert for_work.result() is None
+    assert for_work.result() == []
     with pytest.raises(StoreError, match="closed"):
         for_result.result()
     assert sqlite_threads() - before == set()

@@ -112,6 +112,17 @@ class Limits:
     burst: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Handoff:
+    """An idle worker's standing claim, given to ``wait_for_work``: a store that can may
+    lease one job to the waiting worker as it is enqueued, as ``claim`` would with these
+    arguments, and return it, saving the worker the claim's round trip."""
+
+    worker_id: str
+    lease: float
+    limits: Mapping[str, Limits] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class JobRecord:
     """A job as stored."""
@@ -471,8 +482,14 @@ class Backend(Protocol):
     async def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
         """The job once finished, or None if it is still live after ``timeout`` seconds."""
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Return when work may have become ready in ``queues``, or after ``timeout``."""
+    async def wait_for_work(self, queues: Sequence[str], timeout: float, *,
+                            handoff: Handoff | None = None) -> list[JobRecord]:
+        """Return when work may have become ready in ``queues``, or after ``timeout``.
+
+        With ``handoff``, a store may lease a job enqueued meanwhile to the waiting worker
+        and return it RUNNING, as ``claim`` would have; otherwise it returns ``[]``. A job
+        leased so but not returned (the wait was cancelled as it arrived) is handed back, or
+        else the store's next ``claim`` for the worker returns it."""
 
     async def open_result_feed(self) -> ResultFeed:
         """Start telling the jobs that finish from now on, in any process on the store;

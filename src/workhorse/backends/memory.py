@@ -24,6 +24,7 @@ from workhorse.backends.base import (
     Enqueued,
     EnqueueOutcome,
     FinishedJob,
+    Handoff,
     HeartbeatReply,
     JobRecord,
     Limits,
@@ -634,7 +635,8 @@ class MemoryBackend:
             self._result_feeds.append(feed)
         return feed
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float, *,
+                            handoff: Handoff | None = None) -> list[JobRecord]:
         # Wakes on any change that may let ``claim`` return more: an enqueue, a retry, a
         # release, a reap, a resume or a finished job (a freed concurrency slot).
         with self._lock:
@@ -642,6 +644,7 @@ class MemoryBackend:
             due = self._waiting[0][0] - now if self._waiting else timeout
             waiter = self._work_waiters.add()
         await self._work_waiters.wait(waiter, max(0.0, min(timeout, due)))
+        return []
 
 
 def _snapshot(record: JobRecord) -> JobRecord:

@@ -26,6 +26,7 @@ from workhorse.backends.base import (
     AttemptRecord,
     Enqueued,
     EnqueueOutcome,
+    Handoff,
     HeartbeatReply,
     JobRecord,
     Limits,
@@ -448,7 +449,8 @@ class PostgresBackend:
             finally:
                 listener.unwatch_job(job_id, waiter)
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float, *,
+                            handoff: Handoff | None = None) -> list[JobRecord]:
         # Wakes on a notification for one of ``queues`` (an enqueue, retry, release, reap,
         # resume, or a finished job that may free a concurrency slot), or when the next
         # waiting job falls due. READY jobs found here are not a reason to return: the
@@ -460,13 +462,14 @@ class PostgresBackend:
         try:
             mark = _claim_mark.get()
             if mark is not None and mark[0] is listener and listener.work_since(wanted, mark[1]):
-                return
+                return []
             [(due,)] = await self._rows(self._sql.next_due, (list(wanted),))
             wait = timeout if due is None else min(timeout, due)
             if wait > 0 and closes == self._closes:
                 await asyncio.wait([waiter], timeout=wait)
         finally:
             listener.unwatch_work(waiter)
+        return []
 
     async def open_result_feed(self) -> ResultFeed:
         # NOTIFY from a trigger, gated by a row (see results.py): one look at that row per

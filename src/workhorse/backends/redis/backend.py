@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -47,6 +49,7 @@ from workhorse.backends.base import (
     AttemptRecord,
     Enqueued,
     EnqueueOutcome,
+    Handoff,
     HeartbeatReply,
     JobRecord,
     Limits,
@@ -67,6 +70,7 @@ from workhorse.errors import ConfigurationError, QueueFull, StoreError, StoreFul
 from workhorse.tasks import cancellable
 
 T = TypeVar("T")
+log = logging.getLogger("workhorse.redis")
 
 #: The data layout this code writes; open() refuses a namespace written by a newer one.
 LAYOUT_VERSION = 1
@@ -75,6 +79,9 @@ _CHUNK = 1000
 #: Waits shorter than this are slept here: a blocking pop's timeout fires on Redis's clock
 #: tick (up to 1/hz late, 100 ms by default), which would be too coarse for them.
 _SHORT_WAIT = 0.25
+#: A standing claim outlives the wait it was left for by this much (seconds), so that it
+#: cannot lapse while the waiter still blocks; unwait.lua ends it as the wait ends.
+_HOLD_MARGIN = 1.0
 _OUTCOMES = {b"created": EnqueueOutcome.CREATED, b"duplicate": EnqueueOutcome.DUPLICATE,
              b"existing": EnqueueOutcome.EXISTING}
 
@@ -362,40 +369,106 @@ class RedisBackend:
 
     # -- waiting --------------------------------------------------------------------------
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        # Idle waiters block in BLPOP on the ``wake:<queue>`` lists. A move that makes work
+    async def wait_for_work(self, queues: Sequence[str], timeout: float, *,
+                            handoff: Handoff | None = None) -> list[JobRecord]:
+        # Idle waiters block in BLMPOP on the ``wake:<queue>`` lists. A move that makes work
         # ready pushes one token (if none is pending), which wakes exactly one waiter rather
         # than every idle worker of the cluster as a broadcast would; a claim that fills up
         # while work remains passes the token on. Due times are read from the store (its
         # clock) and bound the block. A rate-limited handler that refused a claim here
         # bounds it too, by when its next token comes.
+        #
+        # With ``handoff``, the waiter also leaves a standing claim while it blocks, and
+        # blocks on its inbox too: an enqueue of a lone job then leases the job to it and
+        # pushes it there (enqueue.lua), so the job starts one round trip sooner than after
+        # a wake-up and a claim. Leaving ends the standing claim and takes what it got.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         wanted = list(dict.fromkeys(queues))
         client = self._client()
-        if wanted:
-            due = await self._run("next_due", wanted, idempotent=True)
-            if due is not None:
-                deadline = min(deadline, loop.time() + max(0.0, float(due)))
+        if not wanted:
+            await asyncio.sleep(max(0.0, timeout))
+            return []
+        standing: list[str | bytes] = ["", "", "", "", ""]
+        if handoff is not None:
+            hold = math.ceil((max(0.0, timeout) + _HOLD_MARGIN) * 1000)
+            standing = [handoff.worker_id, number(handoff.lease), new_token(),
+                        records.limits_arg(handoff.limits), str(hold)]
+        due = await self._run("next_due", [*standing, *wanted], idempotent=True)
+        if handoff is None:
+            _, cancelled = await self._block(client, [], wanted, deadline, due)
+            if cancelled:
+                raise asyncio.CancelledError
+            return []
+        inbox = self._key("inbox:" + handoff.worker_id)
+        popped: list[bytes] = []
+        try:
+            popped, cancelled = await self._block(client, [inbox], wanted, deadline, due)
+            if cancelled:
+                raise asyncio.CancelledError
+        except BaseException:
+            await self._abandon(handoff.worker_id, records.handed_records(popped))
+            raise
+        if popped:
+            return records.handed_records(popped)
+        return records.handed_records(
+            await self._run("unwait", [handoff.worker_id], idempotent=True))
+
+    async def _block(self, client: LoopClient, first: list[str], queues: list[str],
+                     deadline: float, due: Any) -> tuple[list[bytes], bool]:
+        """Block until a token on a wake list or the deadline (bounded by ``due`` and the
+        rate-limit wait). Returns what was popped from a list of ``first``, if it was one of
+        those, and whether the task was cancelled meanwhile: redis-py can swallow a cancel
+        in a blocking pop, and what the pop took must not be lost with it."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        before = 0 if task is None else task.cancelling()
+        if due is not None:
+            deadline = min(deadline, loop.time() + max(0.0, float(due)))
         token_at, self._token_at = self._token_at, None
         if token_at is not None:
             deadline = min(deadline, loop.time() + max(0.0, token_at - time.monotonic()))
-        keys = [self._key("wake:" + queue) for queue in wanted]
+        keys = [*first, *(self._key("wake:" + queue) for queue in queues)]
         while not client.closed:
             remaining = deadline - loop.time()
-            if remaining < _SHORT_WAIT or not keys:
+            if remaining < _SHORT_WAIT:
                 await asyncio.sleep(max(0.0, remaining))
-                return
+                return [], False
             block = remaining if self._longest_block is None else \
                 min(remaining, self._longest_block)
             try:
-                if await cancellable(client.client.blpop(keys, timeout=block)) is not None:
-                    return
+                popped = await client.client.blmpop(
+                    block, len(keys), *keys, direction="LEFT", count=records.CLAIMED_COUNT)
             except (RedisError, OSError) as exc:
                 if client.closed:
-                    return  # the backend was closed meanwhile
+                    return [], False  # the backend was closed meanwhile
                 raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") \
                     from exc
+            cancelled = task is not None and task.cancelling() > before
+            if popped is not None:
+                key, values = cast("tuple[bytes, list[bytes]]", popped)
+                return (values if records.text(key) in first else []), cancelled
+            if cancelled:
+                return [], True
+        return [], False
+
+    async def _abandon(self, worker_id: str, popped: list[JobRecord]) -> None:
+        """End a standing claim of a wait that was cancelled or failed, handing back the
+        jobs it was given (``popped``: those it had already taken from its inbox). Best
+        effort: a job it cannot hand back (Redis went away) runs again once its lease runs
+        out, as a lost worker's would."""
+        scripts = self._client().scripts
+        try:
+            # Straight to the scripts: the caller's task may be cancelled, and ``_call``
+            # would raise that at once and drop the reply.
+            handed = popped + records.handed_records(
+                await scripts.run("unwait", self._keys, [self._ttl_ms, worker_id]))
+            if handed:
+                await scripts.run("settle", self._keys, [self._ttl_ms, *(
+                    arg for job in handed for arg in records.settlement_args(
+                        Settlement(job.id, job.token or "", State.READY)))])
+        except Exception as exc:
+            log.warning("could not end worker %s's standing claim: %s", worker_id, exc)
 
     async def open_result_feed(self) -> ResultFeed:
         # Pub/sub from the scripts' finish(), gated by a key (see results.py): one EXISTS

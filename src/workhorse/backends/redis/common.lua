@@ -89,6 +89,26 @@ local function live_count(queue)
     + tonumber(redis.call('HGET', P .. 'running_by_queue', queue) or '0')
 end
 
+-- An idle worker may leave a standing claim (next_due.lua): the hash 'waiter:<worker>' (its
+-- lease, token prefix and limits) and its id in the set 'idle:<queue>' of each of its
+-- queues. Enqueue can then lease a new job to it at once and push the job's claimed fields
+-- to its list 'inbox:<worker>', on which it waits; its next claim ends the standing claim
+-- and takes what the inbox holds.
+local function waiter_key(worker)
+  return P .. 'waiter:' .. worker
+end
+
+local function idle_key(queue)
+  return P .. 'idle:' .. queue
+end
+
+local function inbox_key(worker)
+  return P .. 'inbox:' .. worker
+end
+
+-- The fields of a claimed job, in the order claim returns them (records.claimed_records).
+local CLAIMED_COUNT = 19
+
 -- Wake one idle waiter of the queue (see wait_for_work); one pending token is enough.
 local function wake(queue)
   local key = P .. 'wake:' .. queue

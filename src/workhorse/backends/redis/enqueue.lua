@@ -56,6 +56,55 @@ for queue, count in pairs(adding) do
   end
 end
 
+-- A lone READY job, in a queue with nothing else READY, goes straight to a worker waiting on
+-- the queue with a standing claim (see common.lua) whose limits do not cover its handler:
+-- leased as claim.lua would and pushed to the worker's inbox, which the worker is blocked
+-- on, so it starts the job without the round trip of a claim.
+local handoff = nil
+if #writes == 1 and writes[1][11] == 'ready' then
+  local name, queue = writes[1][2], writes[1][3]
+  if redis.call('SCARD', idle_key(queue)) > 0
+      and redis.call('EXISTS', names_key(queue)) == 0
+      and redis.call('SISMEMBER', P .. 'paused', queue) == 0 then
+    for _ = 1, 8 do -- ids whose standing claim has ended are dropped on the way
+      local worker = redis.call('SPOP', idle_key(queue))
+      if not worker then break end
+      local w = redis.call('HMGET', waiter_key(worker), 'lease', 'prefix', 'limits')
+      if w[1] then
+        if cjson.decode(w[3])[name] == nil then
+          redis.call('DEL', waiter_key(worker)) -- one job per standing claim
+          handoff = {worker = worker, lease = tonumber(w[1]), prefix = w[2]}
+        else
+          redis.call('SADD', idle_key(queue), worker) -- limited: it claims for itself
+        end
+        break
+      end
+    end
+  end
+end
+
+-- Lease the new job `id` (fields as written) to the handoff's worker and push its
+-- CLAIMED_COUNT fields (claim.lua's order) to the worker's inbox.
+local function hand_off(key, id, name, queue, payload, headers, priority, timeout, due,
+                        unique, idem)
+  local worker = handoff.worker
+  local token = handoff.prefix .. '.h'
+  local expires = num(now + handoff.lease)
+  redis.call('HSET', key, 'state', 'running', 'attempt', 1, 'token', token,
+    'lease_owner', worker, 'lease_expires_at', expires, 'started_at', now_text)
+  redis.call('ZADD', P .. 'running', expires, id)
+  redis.call('HINCRBY', P .. 'running_by_name', name, 1)
+  redis.call('HINCRBY', P .. 'running_by_queue', queue, 1)
+  local fields = {id, name, queue, payload, headers, priority, timeout, '1', due, now_text,
+    now_text, worker, expires, token, false, false, false, unique, idem}
+  for i = 1, CLAIMED_COUNT do
+    fields[i] = fields[i] and ('=' .. fields[i]) or ''
+  end
+  local inbox = inbox_key(worker)
+  redis.call('RPUSH', inbox, unpack(fields))
+  redis.call('PEXPIRE', inbox, math.max(1, math.ceil(handoff.lease * 1000)))
+end
+
 -- Per-job calls are what a bulk enqueue costs in Redis, so the writes are grouped: one INCRBY
 -- reserves the batch's sequence numbers, and the sorted-set adds go out in chunks per key.
 local zadds = {} -- key -> flat {score, member, score, member, ...}
@@ -89,7 +138,9 @@ for _, w in ipairs(writes) do
     redis.call('SET', P .. 'idem:' .. idem, id)
   end
   zadd_later(P .. 'jobs', seq, id)
-  if state == 'ready' then
+  if handoff then
+    hand_off(key, id, name, queue, payload, headers, priority, timeout, due, unique, idem)
+  elseif state == 'ready' then
     local names = ready_keys[queue]
     if not names then
       names = {}
@@ -120,6 +171,6 @@ end
 -- A new scheduled job may fall due before an idle waiter's timeout: wake one to look.
 for queue in pairs(adding) do
   redis.call('SADD', P .. 'queues', queue)
-  wake(queue)
+  if not handoff then wake(queue) end
 end
 return results

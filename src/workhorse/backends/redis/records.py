@@ -141,6 +141,18 @@ def claimed_records(rows: Sequence[Sequence[bytes | None]]) -> list[JobRecord]:
     return claimed
 
 
+#: The fields of a claimed job (claim.lua's CLAIMED_FIELDS; common.lua's CLAIMED_COUNT).
+CLAIMED_COUNT = 19
+
+
+def handed_records(flat: Sequence[bytes]) -> list[JobRecord]:
+    """The RUNNING JobRecords that enqueue.lua handed to a waiting worker: CLAIMED_COUNT
+    fields a job, each "" for none or "=" and the value."""
+    fields = [value[1:] if value else None for value in flat]
+    return claimed_records([fields[i:i + CLAIMED_COUNT]
+                            for i in range(0, len(fields) - CLAIMED_COUNT + 1, CLAIMED_COUNT)])
+
+
 def job_records(rows: Sequence[Sequence[bytes]]) -> list[JobRecord]:
     """The JobRecords of a script's list of HGETALL replies."""
     records = (job_record(fields(row)) for row in rows)

@@ -20,7 +20,7 @@ from workhorse.backends.redis.direct import DirectConnections
 NAMES = (
     "open", "enqueue", "claim", "settle", "checkin", "cancel",
     "cancel_all", "heartbeat", "unregister", "workers", "reap", "pause", "resume", "watch",
-    "unwatch",
+    "unwatch", "unwait",
     "next_due", "stats", "list", "prune",
     # admin
     "count", "make_ready", "delete", "history", "scan", "restore",

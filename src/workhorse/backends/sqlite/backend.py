@@ -23,6 +23,7 @@ from workhorse.backends.base import (
     AttemptRecord,
     Enqueued,
     EnqueueOutcome,
+    Handoff,
     HeartbeatReply,
     JobRecord,
     Limits,
@@ -338,7 +339,8 @@ class SqliteBackend:
         finally:
             self._unwatch(job_id)
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float, *,
+                            handoff: Handoff | None = None) -> list[JobRecord]:
         # Another process cannot wake us, but PRAGMA data_version moves whenever another
         # connection commits, and asking for it costs next to nothing. Many commits bring
         # no work to ``queues`` (heartbeats, other queues), so on a move we look for READY
@@ -365,14 +367,14 @@ class SqliteBackend:
                         deadline = min(deadline, loop.time() + due - time.time())
             except _Closed:
                 await self._work_waiters.wait(waiter, 0)  # only unregisters it
-                return
+                return []
             seen, first = marker, False
             remaining = deadline - loop.time()
             stop = stop or remaining <= 0
             woken = await self._work_waiters.wait(
                 waiter, 0 if stop else min(_DATA_VERSION_POLL, remaining))
             if stop or woken:
-                return
+                return []
 
     async def open_result_feed(self) -> ResultFeed:
         # Polls (see results.py): nothing per job for the store, a look every 50 ms for
