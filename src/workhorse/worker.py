@@ -261,7 +261,10 @@ class Worker:
         backend = self._store()
         limits = self._limits()
         while not self._stopping:
-            self._start_buffered()
+            if self._start_buffered():
+                # Let the runs just started reach their handlers before this task spends
+                # its turn of the loop sending the next claim.
+                await asyncio.sleep(0)
             prefetch = self._prefetch()
             room = self.concurrency + prefetch - self._active - len(self._buffer)
             # Claim at once for an idle slot; ahead of need, only in batches worth a trip.
@@ -301,12 +304,16 @@ class Worker:
             return self.prefetch
         return self.concurrency if self._run_time < PREFETCH_BELOW else 0
 
-    def _start_buffered(self) -> None:
+    def _start_buffered(self) -> bool:
+        """Start buffered runs while slots are free; whether any started."""
+        started = False
         while self._buffer and self._active < self.concurrency:
             running = self._buffer.popleft()
             running.buffered = False
             self._active += 1
             running.task = self._runs.spawn(self._execute(running), f"job:{running.record.id}")
+            started = True
+        return started
 
     async def _release_buffered(self) -> None:
         """Hand the jobs claimed ahead back to the store: they never started."""
