@@ -124,12 +124,15 @@ class RedisBackend:
             if self._loops.get(client.loop) is client:
                 del self._loops[client.loop]
 
-    async def _call(self, call: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-        """``call()``, retried on connection errors if ``idempotent``; errors -> StoreError."""
+    async def _call(self, call: Callable[[], Awaitable[T]], *, idempotent: bool,
+                    hold_cancel: bool = False) -> T:
+        """``call()``, retried on connection errors if ``idempotent``; errors -> StoreError.
+
+        A cancel that redis-py swallowed during the call is raised after it (``cancellable``),
+        unless ``hold_cancel``: then the caller, which must not lose the reply, raises it."""
         try:
-            if idempotent:
-                return await cancellable(self._retry.call_with_retry(call, _ignore))
-            return await cancellable(call())
+            attempt = self._retry.call_with_retry(call, _ignore) if idempotent else call()
+            return await (attempt if hold_cancel else cancellable(attempt))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") from exc
         except RedisOutOfMemoryError as exc:
@@ -140,11 +143,12 @@ class RedisBackend:
         except RedisError as exc:
             raise StoreError(f"Redis at {self._settings.location} failed: {exc}") from exc
 
-    async def _run(self, name: str, args: Sequence[Any], *, idempotent: bool = False) -> Any:
+    async def _run(self, name: str, args: Sequence[Any], *, idempotent: bool = False,
+                   hold_cancel: bool = False) -> Any:
         scripts = self._client().scripts
         argv = [self._ttl_ms, *args]
         return await self._call(lambda: scripts.run(name, self._keys, argv),
-                                idempotent=idempotent)
+                                idempotent=idempotent, hold_cancel=hold_cancel)
 
     def _key(self, suffix: str) -> str:
         return self._settings.prefix + suffix
@@ -389,51 +393,55 @@ class RedisBackend:
         if not wanted:
             await asyncio.sleep(max(0.0, timeout))
             return []
-        standing: list[str | bytes] = ["", "", "", "", ""]
-        if handoff is not None:
-            hold = math.ceil((max(0.0, timeout) + _HOLD_MARGIN) * 1000)
-            standing = [handoff.worker_id, number(handoff.lease), new_token(),
-                        records.limits_arg(handoff.limits), str(hold)]
-        due = await self._run("next_due", [*standing, *wanted], idempotent=True)
+        # redis-py can swallow a cancel in a blocking pop: the cancel is counted here and
+        # raised once the wait is over, and nothing the wait was handed is lost with it.
+        task = asyncio.current_task()
+        before = 0 if task is None else task.cancelling()
+
+        def cancelled() -> bool:
+            return task is not None and task.cancelling() > before
+
         if handoff is None:
-            _, cancelled = await self._block(client, [], wanted, deadline, due)
-            if cancelled:
+            due = await self._run("next_due", ["", "", "", "", "", *wanted], idempotent=True)
+            await self._block(client, [], wanted, deadline, due, cancelled)
+            if cancelled():
                 raise asyncio.CancelledError
             return []
+        hold = math.ceil((max(0.0, timeout) + _HOLD_MARGIN) * 1000)
+        standing = [handoff.worker_id, number(handoff.lease), new_token(),
+                    records.limits_arg(handoff.limits), str(hold)]
         inbox = self._key("inbox:" + handoff.worker_id)
         popped: list[bytes] = []
         try:
-            popped, cancelled = await self._block(client, [inbox], wanted, deadline, due)
-            if cancelled:
+            due = await self._run("next_due", [*standing, *wanted], idempotent=True)
+            popped = await self._block(client, [inbox], wanted, deadline, due, cancelled)
+            if not popped:
+                popped = await self._run("unwait", [handoff.worker_id], idempotent=True,
+                                         hold_cancel=True)
+            if cancelled():
                 raise asyncio.CancelledError
         except BaseException:
             await self._abandon(handoff.worker_id, records.handed_records(popped))
             raise
-        if popped:
-            return records.handed_records(popped)
-        return records.handed_records(
-            await self._run("unwait", [handoff.worker_id], idempotent=True))
+        return records.handed_records(popped)
 
     async def _block(self, client: LoopClient, first: list[str], queues: list[str],
-                     deadline: float, due: Any) -> tuple[list[bytes], bool]:
-        """Block until a token on a wake list or the deadline (bounded by ``due`` and the
-        rate-limit wait). Returns what was popped from a list of ``first``, if it was one of
-        those, and whether the task was cancelled meanwhile: redis-py can swallow a cancel
-        in a blocking pop, and what the pop took must not be lost with it."""
+                     deadline: float, due: Any, cancelled: Callable[[], bool]) -> list[bytes]:
+        """Block until a token on a wake list, the deadline (bounded by ``due`` and the
+        rate-limit wait) or ``cancelled()``; what was popped from a list of ``first``, if it
+        was one of those."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        before = 0 if task is None else task.cancelling()
         if due is not None:
             deadline = min(deadline, loop.time() + max(0.0, float(due)))
         token_at, self._token_at = self._token_at, None
         if token_at is not None:
             deadline = min(deadline, loop.time() + max(0.0, token_at - time.monotonic()))
         keys = [*first, *(self._key("wake:" + queue) for queue in queues)]
-        while not client.closed:
+        while not client.closed and not cancelled():
             remaining = deadline - loop.time()
             if remaining < _SHORT_WAIT:
                 await asyncio.sleep(max(0.0, remaining))
-                return [], False
+                return []
             block = remaining if self._longest_block is None else \
                 min(remaining, self._longest_block)
             try:
@@ -441,16 +449,13 @@ class RedisBackend:
                     block, len(keys), *keys, direction="LEFT", count=records.CLAIMED_COUNT)
             except (RedisError, OSError) as exc:
                 if client.closed:
-                    return [], False  # the backend was closed meanwhile
+                    return []  # the backend was closed meanwhile
                 raise StoreError(f"cannot reach Redis at {self._settings.location}: {exc}") \
                     from exc
-            cancelled = task is not None and task.cancelling() > before
             if popped is not None:
                 key, values = cast("tuple[bytes, list[bytes]]", popped)
-                return (values if records.text(key) in first else []), cancelled
-            if cancelled:
-                return [], True
-        return [], False
+                return values if records.text(key) in first else []
+        return []
 
     async def _abandon(self, worker_id: str, popped: list[JobRecord]) -> None:
         """End a standing claim of a wait that was cancelled or failed, handing back the
