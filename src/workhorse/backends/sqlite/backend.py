@@ -42,8 +42,12 @@ from workhorse.errors import StoreError
 
 T = TypeVar("T")
 
-#: How often ``wait_for_work`` asks the file whether another connection committed.
+#: How often ``wait_for_work`` asks the file whether another connection committed; after
+#: ``_QUIET_AFTER`` seconds in which nothing moved, every ``_QUIET_POLL``. Each look is a hop
+#: to the database thread and back, which costs an idle worker more CPU than anything else.
 _DATA_VERSION_POLL = 0.05
+_QUIET_AFTER = 2.0
+_QUIET_POLL = 0.1
 #: First and longest pause between two looks at a job that ``wait_finished`` waits for.
 _FIRST_POLL = 0.01
 _LONGEST_POLL = 0.2
@@ -69,6 +73,8 @@ class SqliteBackend:
         #: Counts this instance's changes that may make work ready (with data_version,
         #: which only counts other connections' commits, it tells a waiter what it missed).
         self._work_epoch = 0
+        #: When (time.monotonic) a wait last saw a move or a claim found work.
+        self._moved_at = time.monotonic()
         #: Per job id: the Waiters of ``wait_finished`` calls and how many calls use them.
         self._finish_waiters: dict[str, tuple[Waiters, int]] = {}
         #: Counts this instance's finishes, for result feeds (as _work_epoch for work).
@@ -164,6 +170,8 @@ class SqliteBackend:
 
         claimed, marker = await self._write(move)
         _claim_marker.set((self, marker))
+        if claimed:
+            self._moved_at = time.monotonic()
         return claimed
 
     # The single moves go through ``settle``: one code path for storing and waking.
@@ -368,11 +376,16 @@ class SqliteBackend:
             except _Closed:
                 await self._work_waiters.wait(waiter, 0)  # only unregisters it
                 return []
+            if stop or moved:
+                self._moved_at = time.monotonic()
             seen, first = marker, False
             remaining = deadline - loop.time()
             stop = stop or remaining <= 0
-            woken = await self._work_waiters.wait(
-                waiter, 0 if stop else min(_DATA_VERSION_POLL, remaining))
+            quiet = time.monotonic() - self._moved_at > _QUIET_AFTER
+            poll = _QUIET_POLL if quiet else _DATA_VERSION_POLL
+            woken = await self._work_waiters.wait(waiter, 0 if stop else min(poll, remaining))
+            if woken:
+                self._moved_at = time.monotonic()
             if stop or woken:
                 return []
 
