@@ -185,18 +185,22 @@ def render(results: dict[str, Any], chart_name: str) -> str:
     return "\n".join(parts)
 
 
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'' if minutes == 1 else 's'}"
+
+
 def _provenance(results: dict[str, Any], started: datetime.datetime) -> list[str]:
     """Which command measured what: one run, or the runs merged into the results file."""
     runs: list[dict[str, Any]] = results.get("runs") or []
     if len(runs) <= 1:
-        return [f"Measured on {started:%Y-%m-%d} in {results['duration_s'] / 60:.0f} "
-                f"minutes with:", "", f"```bash\n{results['command']}\n```"]
+        return [f"Measured on {started:%Y-%m-%d} in {_minutes(results['duration_s'])} with:",
+                "", f"```bash\n{results['command']}\n```"]
     lines = [f"Merged from {len(runs)} runs: each later run replaced the results of the "
              "systems it measured and left the others as they were.", ""]
     for run in runs:
         when = datetime.datetime.fromisoformat(run["started_at"])
-        took = (f"{run['duration_s'] / 60:.0f} minutes" if "duration_s" in run
-                else "unfinished")
+        took = _minutes(run["duration_s"]) if "duration_s" in run else "unfinished"
         lines.append(f"- `{run['command']}`, {when:%Y-%m-%d %H:%M} UTC, {took}: "
                      f"{', '.join(run['systems'])}")
     compared = ("jobs", "repeats", "latency_jobs", "latency_interval_s", "idle_seconds",
