@@ -23,7 +23,15 @@ from redis.crc import key_slot
 import workhorse as wh
 from workhorse import codec
 from workhorse.backends import create_backend
-from workhorse.backends.base import EnqueueOutcome, Handoff, Limits, NewJob, State, WorkerInfo
+from workhorse.backends.base import (
+    EnqueueOutcome,
+    Handoff,
+    JobRecord,
+    Limits,
+    NewJob,
+    State,
+    WorkerInfo,
+)
 from workhorse.backends.redis import RedisBackend
 from workhorse.errors import ConfigurationError, StoreError
 from workhorse.job import new_job_id
@@ -427,12 +435,19 @@ def standing(raw: aioredis.Redis, namespace: str, worker: str) -> Callable[[], A
     return exists
 
 
+async def waiting(backend: RedisBackend, raw: aioredis.Redis, namespace: str,
+                  handoff: Handoff, timeout: float = 30.0) -> asyncio.Task[list[JobRecord]]:
+    """``wait_for_work`` on queue "q" with ``handoff``, in a task, once its standing claim is
+    in the store."""
+    waiter = asyncio.create_task(backend.wait_for_work(["q"], timeout, handoff=handoff))
+    await eventually(standing(raw, namespace, handoff.worker_id), "the standing claim")
+    return waiter
+
+
 async def test_a_lone_job_goes_straight_to_the_waiting_worker_under_its_lease(
     backend: RedisBackend, raw: aioredis.Redis, namespace: str,
 ) -> None:
-    waiter = asyncio.create_task(
-        backend.wait_for_work(["q"], 30, handoff=Handoff("w1", 20.0)))
-    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    waiter = await waiting(backend, raw, namespace, Handoff("w1", 20.0))
     [enqueued] = await backend.enqueue([new_job()])
 
     [record] = await asyncio.wait_for(waiter, PROMPT)
@@ -456,8 +471,7 @@ async def test_no_hand_off_to_a_paused_queue_a_limited_handler_or_behind_ready_w
     handoff = Handoff("w1", 20.0, {"limited": Limits(max_concurrency=5)})
 
     async def waits_through(enqueue: Callable[[], Awaitable[object]]) -> list[object]:
-        waiter = asyncio.create_task(backend.wait_for_work(["q"], 30, handoff=handoff))
-        await eventually(standing(raw, namespace, "w1"), "the standing claim")
+        waiter = await waiting(backend, raw, namespace, handoff)
         await enqueue()
         return list(await asyncio.wait_for(waiter, PROMPT))  # woken, given nothing
 
@@ -471,8 +485,7 @@ async def test_no_hand_off_to_a_paused_queue_a_limited_handler_or_behind_ready_w
 
     await backend.pause("q")
     paused = new_job()
-    waiter = asyncio.create_task(backend.wait_for_work(["q"], 30, handoff=handoff))
-    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    waiter = await waiting(backend, raw, namespace, handoff)
     await backend.enqueue([paused])
     assert await asyncio.wait_for(waiter, PROMPT) == []  # woken, as before, given nothing
     record = await backend.get(paused.id)
@@ -483,9 +496,7 @@ async def test_a_cancelled_wait_ends_its_standing_claim(
     backend: RedisBackend, raw: aioredis.Redis, namespace: str,
 ) -> None:
     # redis-py may hold a cancel until the blocking pop returns: block for 2 s at most.
-    waiter = asyncio.create_task(
-        backend.wait_for_work(["q"], 2.0, handoff=Handoff("w1", 20.0)))
-    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    waiter = await waiting(backend, raw, namespace, Handoff("w1", 20.0), timeout=2.0)
     waiter.cancel()
     await asyncio.wait({waiter}, timeout=PROMPT)
     assert waiter.cancelled()
@@ -517,9 +528,7 @@ async def test_a_wait_that_ends_without_popping_its_inbox_still_returns_what_it_
     # Waits this short are slept, not blocked in Redis: the job handed off meanwhile stays
     # in the inbox, and comes back with the end of the standing claim.
     monkeypatch.setattr("workhorse.backends.redis.backend._SHORT_WAIT", 60.0)
-    waiter = asyncio.create_task(
-        backend.wait_for_work(["q"], 2.0, handoff=Handoff("w1", 20.0)))
-    await eventually(standing(raw, namespace, "w1"), "the standing claim")
+    waiter = await waiting(backend, raw, namespace, Handoff("w1", 20.0), timeout=2.0)
     [enqueued] = await backend.enqueue([new_job()])
     assert await raw.llen(f"{{{namespace}}}:inbox:w1") > 0
     [record] = await asyncio.wait_for(waiter, PROMPT)

@@ -2,6 +2,8 @@
 -- ARGV: ttl, max sizes (JSON object queue -> limit), then 10 fields per job: id, name, queue,
 -- payload, headers, priority, timeout?, run_at?, unique_key?, idempotency_key?
 -- Returns {id, outcome, state} per job, or {"!full", queue, live, limit} having written nothing.
+-- A lone job may go straight to a waiting worker (the hand-off below): its state is given as
+-- 'ready', as it was made, though it is RUNNING when the call returns.
 local now_text, now = clock()
 local sizes = ARGV[2] == '{}' and {} or cjson.decode(ARGV[2]) -- most calls have no limits
 local LIVE = {scheduled = true, ready = true, running = true, retrying = true}

@@ -52,6 +52,22 @@ local function finished(key, id, queue, state, status, unique_key, idempotency_k
   if listening then publish_result(key, id, queue, state, status, now_text) end
 end
 
+-- Adds `field` to a hash write: to `set` with its value, or to `clear` if it has none.
+local function put(set, clear, field, value)
+  if value then
+    set[#set + 1] = field
+    set[#set + 1] = value
+  else
+    clear[#clear + 1] = field
+  end
+end
+
+-- A settlement's hash write: one HDEL, one HSET.
+local function write(key, set, clear)
+  redis.call('HDEL', key, unpack(clear))
+  redis.call('HSET', key, unpack(set))
+end
+
 local LEASE = {'lease_owner', 'lease_expires_at', 'token'}
 local READ = {'state', 'token', 'name', 'queue', 'unique_key', 'idempotency_key',
   'cancel_requested'}
@@ -79,40 +95,22 @@ for i = 2, #ARGV, 9 do
       else
         result = opt(ARGV[i + 4])
       end
-      if result then
-        set[#set + 1] = 'result'
-        set[#set + 1] = result
-      else
-        clear[#clear + 1] = 'result'
-      end
+      put(set, clear, 'result', result)
       if state == 'cancelled' then
-        set[#set + 1] = 'error'
-        set[#set + 1] = 'cancelled'
+        put(set, clear, 'error', 'cancelled')
       else
-        clear[#clear + 1] = 'error'
-        clear[#clear + 1] = 'traceback'
+        put(set, clear, 'error', nil)
+        put(set, clear, 'traceback', nil)
       end
-      redis.call('HDEL', key, unpack(clear))
-      redis.call('HSET', key, unpack(set))
+      write(key, set, clear)
       finished(key, id, queue, state, status, unique_key, idempotency_key)
     elseif state == 'retrying' then
       local run_at, err, traceback = ARGV[i + 5], opt(ARGV[i + 6]), opt(ARGV[i + 7])
       local set = {'state', 'retrying', 'status', status, 'run_at', run_at,
         'finished_at', now_text}
-      if err then
-        set[#set + 1] = 'error'
-        set[#set + 1] = err
-      else
-        clear[#clear + 1] = 'error'
-      end
-      if traceback then
-        set[#set + 1] = 'traceback'
-        set[#set + 1] = traceback
-      else
-        clear[#clear + 1] = 'traceback'
-      end
-      redis.call('HDEL', key, unpack(clear))
-      redis.call('HSET', key, unpack(set))
+      put(set, clear, 'error', err)
+      put(set, clear, 'traceback', traceback)
+      write(key, set, clear)
       record_attempt(key, status, err, traceback, now_text)
       zadd_later(P .. 'retrying:' .. queue, run_at, id)
       to_wake[queue] = true -- an idle waiter learns the new due time
@@ -120,20 +118,9 @@ for i = 2, #ARGV, 9 do
       local err, traceback = opt(ARGV[i + 6]), opt(ARGV[i + 7])
       if ARGV[i + 8] == '1' then
         local set = {'state', 'dead', 'status', status, 'finished_at', now_text}
-        if err then
-          set[#set + 1] = 'error'
-          set[#set + 1] = err
-        else
-          clear[#clear + 1] = 'error'
-        end
-        if traceback then
-          set[#set + 1] = 'traceback'
-          set[#set + 1] = traceback
-        else
-          clear[#clear + 1] = 'traceback'
-        end
-        redis.call('HDEL', key, unpack(clear))
-        redis.call('HSET', key, unpack(set))
+        put(set, clear, 'error', err)
+        put(set, clear, 'traceback', traceback)
+        write(key, set, clear)
         record_attempt(key, status, err, traceback, now_text)
         finished(key, id, queue, 'dead', status, unique_key, idempotency_key)
       else
