@@ -114,26 +114,18 @@ local function leave_ready(key, queue, name, member)
   members[#members + 1] = member
 end
 
-local CHUNK = 2000 -- arguments per call: well below Lua's limit on unpack
-
-local function unpack_chunks(command, key, args)
-  for first = 1, #args, CHUNK do
-    redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
-  end
-end
-
 -- The index writes of the leases taken so far, before anything reads those indexes again.
 local function flush_leases()
   for _, k in ipairs(leaving_keys) do
     local key, queue, name = k[1], k[2], k[3]
-    unpack_chunks('ZREM', key, leaving[key])
+    call_chunked('ZREM', key, leaving[key])
     if redis.call('EXISTS', key) == 0 then
       redis.call('SREM', names_key(queue), name)
     end
   end
   leaving, leaving_keys = {}, {}
   if #running_adds > 0 then
-    unpack_chunks('ZADD', P .. 'running', running_adds)
+    call_chunked('ZADD', P .. 'running', running_adds)
     running_adds = {}
   end
 end

@@ -29,6 +29,34 @@ local function opt(v)
   return string.sub(v, 2)
 end
 
+-- Arguments per multi-member call: well below Lua's limit on unpack.
+local CHUNK = 2000
+
+-- `command` on `key` with the flat `args`, in calls of at most CHUNK arguments.
+local function call_chunked(command, key, args)
+  for first = 1, #args, CHUNK do
+    redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+  end
+end
+
+-- Sorted-set adds collected per key, for one multi-member ZADD per key (zadd_all): per-job
+-- calls are what a batch costs Redis.
+local function zadd_later(zadds, key, score, member)
+  local args = zadds[key]
+  if not args then
+    args = {}
+    zadds[key] = args
+  end
+  args[#args + 1] = score
+  args[#args + 1] = member
+end
+
+local function zadd_all(zadds)
+  for key, args in pairs(zadds) do
+    call_chunked('ZADD', key, args)
+  end
+end
+
 local function job_key(id)
   return P .. 'job:' .. id
 end

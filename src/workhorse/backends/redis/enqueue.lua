@@ -110,15 +110,6 @@ end
 -- Per-job calls are what a bulk enqueue costs in Redis, so the writes are grouped: one INCRBY
 -- reserves the batch's sequence numbers, and the sorted-set adds go out in chunks per key.
 local zadds = {} -- key -> flat {score, member, score, member, ...}
-local function zadd_later(key, score, member)
-  local args = zadds[key]
-  if not args then
-    args = {}
-    zadds[key] = args
-  end
-  args[#args + 1] = score
-  args[#args + 1] = member
-end
 
 local ready_keys, names_added = {}, {}
 local seq = #writes > 0 and redis.call('INCRBY', P .. 'seq', #writes) - #writes or 0
@@ -139,7 +130,7 @@ for _, w in ipairs(writes) do
     redis.call('HSET', key, 'idempotency_key', idem)
     redis.call('SET', P .. 'idem:' .. idem, id)
   end
-  zadd_later(P .. 'jobs', seq, id)
+  zadd_later(zadds, P .. 'jobs', seq, id)
   if handoff then
     hand_off(key, id, name, queue, payload, headers, priority, timeout, due, unique, idem)
   elseif state == 'ready' then
@@ -153,19 +144,14 @@ for _, w in ipairs(writes) do
       rkey = ready_key(queue, name)
       names[name] = rkey
     end
-    zadd_later(rkey, ready_score(priority), ready_member(seq, id))
+    zadd_later(zadds, rkey, ready_score(priority), ready_member(seq, id))
     names_added[queue .. '\0' .. name] = {queue, name}
   else
-    zadd_later(P .. 'scheduled:' .. queue, due, id)
+    zadd_later(zadds, P .. 'scheduled:' .. queue, due, id)
   end
 end
 
-local CHUNK = 2000 -- arguments per ZADD: well below Lua's limit on unpack
-for key, args in pairs(zadds) do
-  for first = 1, #args, CHUNK do
-    redis.call('ZADD', key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
-  end
-end
+zadd_all(zadds)
 for _, added in pairs(names_added) do
   redis.call('SADD', names_key(added[1]), added[2])
 end

@@ -19,15 +19,6 @@ local done = {}
 -- handlers whose blocked entry to look at, queues to wake, and finish-time adds per key.
 local left_running, by_name, by_queue, to_wake = {}, {}, {}, {}
 local zadds = {} -- key -> flat {score, member, ...}
-local function zadd_later(key, score, member)
-  local args = zadds[key]
-  if not args then
-    args = {}
-    zadds[key] = args
-  end
-  args[#args + 1] = score
-  args[#args + 1] = member
-end
 
 -- Checked once: nothing in this script creates either key.
 local watched = redis.call('EXISTS', P .. 'watch') == 1
@@ -37,8 +28,8 @@ local listening = redis.call('EXISTS', P .. 'results:listening') == 1
 -- (state, status, finished_at, error, result) and whose unique/idempotency keys it read.
 local function finished(key, id, queue, state, status, unique_key, idempotency_key)
   release_unique(id, unique_key)
-  zadd_later(P .. 'finished', now_text, id)
-  zadd_later(P .. state .. ':' .. queue, now_text, id)
+  zadd_later(zadds, P .. 'finished', now_text, id)
+  zadd_later(zadds, P .. state .. ':' .. queue, now_text, id)
   if RESULT_TTL > 0 then
     redis.call('PEXPIRE', key, RESULT_TTL)
     if idempotency_key then
@@ -112,7 +103,7 @@ for i = 2, #ARGV, 9 do
       put(set, clear, 'traceback', traceback)
       write(key, set, clear)
       record_attempt(key, status, err, traceback, now_text)
-      zadd_later(P .. 'retrying:' .. queue, run_at, id)
+      zadd_later(zadds, P .. 'retrying:' .. queue, run_at, id)
       to_wake[queue] = true -- an idle waiter learns the new due time
     elseif state == 'dead' then
       local err, traceback = opt(ARGV[i + 6]), opt(ARGV[i + 7])
@@ -141,11 +132,7 @@ for i = 2, #ARGV, 9 do
 end
 
 if #left_running > 0 then
-  local CHUNK = 2000 -- arguments per call: well below Lua's limit on unpack
-  for first = 1, #left_running, CHUNK do
-    redis.call('ZREM', P .. 'running', unpack(left_running, first,
-      math.min(first + CHUNK - 1, #left_running)))
-  end
+  call_chunked('ZREM', P .. 'running', left_running)
   for name, count in pairs(by_name) do
     if redis.call('HINCRBY', P .. 'running_by_name', name, -count) <= 0 then
       redis.call('HDEL', P .. 'running_by_name', name)
@@ -165,11 +152,7 @@ if #left_running > 0 then
       to_wake[blocked] = true
     end
   end
-  for key, args in pairs(zadds) do
-    for first = 1, #args, CHUNK do
-      redis.call('ZADD', key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
-    end
-  end
+  zadd_all(zadds)
   for queue in pairs(to_wake) do
     wake(queue)
   end
