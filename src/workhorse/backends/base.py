@@ -488,8 +488,8 @@ class Backend(Protocol):
 
         With ``handoff``, a store may lease a job enqueued meanwhile to the waiting worker
         and return it RUNNING, as ``claim`` would have; otherwise it returns ``[]``. A job
-        leased so but not returned (the wait was cancelled as it arrived) is handed back, or
-        else the store's next ``claim`` for the worker returns it."""
+        leased so but not returned (the wait was cancelled as it arrived) goes back to READY;
+        if the store cannot be reached then, it runs again once its lease runs out."""
 
     async def open_result_feed(self) -> ResultFeed:
         """Start telling the jobs that finish from now on, in any process on the store;
