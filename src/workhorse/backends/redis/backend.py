@@ -462,16 +462,15 @@ class RedisBackend:
         jobs it was given (``popped``: those it had already taken from its inbox). Best
         effort: a job it cannot hand back (Redis went away) runs again once its lease runs
         out, as a lost worker's would."""
-        scripts = self._client().scripts
         try:
-            # Straight to the scripts: the caller's task may be cancelled, and ``_call``
-            # would raise that at once and drop the reply.
-            handed = popped + records.handed_records(
-                await scripts.run("unwait", self._keys, [self._ttl_ms, worker_id]))
+            # hold_cancel: the caller's task is being cancelled, and the replies must not be
+            # dropped for it.
+            handed = popped + records.handed_records(await self._run(
+                "unwait", [worker_id], idempotent=True, hold_cancel=True))
             if handed:
-                await scripts.run("settle", self._keys, [self._ttl_ms, *(
+                await self._run("settle", [
                     arg for job in handed for arg in records.settlement_args(
-                        Settlement(job.id, job.token or "", State.READY)))])
+                        Settlement(job.id, job.token or "", State.READY))], hold_cancel=True)
         except Exception as exc:
             log.warning("could not end worker %s's standing claim: %s", worker_id, exc)
 
